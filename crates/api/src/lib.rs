@@ -1,11 +1,25 @@
-//! KubeDB-compatible API types for the pgpool operators.
+//! KubeDB-compatible API types for the pgpool operators (DESIGN.md §3), and what both
+//! operators share about them: names and labels, conditions and phases, update constraints.
 
-pub mod crds {
-    //! Every CustomResourceDefinition the operators serve or read.
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+// kube-derive's `printcolumn(...)` attributes repeat keys by design; clippy reads them as
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
-    /// All five CRDs (Pgpool, PgpoolVersion, PgpoolOpsRequest, PetSet, AppBinding).
-    pub fn all() -> Vec<CustomResourceDefinition> {
-        Vec::new()
-    }
-}
+pub mod appbinding;
+pub mod conditions;
+pub mod constraints;
+pub mod crds;
+pub mod duration;
+pub mod names;
+pub mod ops;
+pub mod petset;
+pub mod pgpool;
+pub mod version;
+
+pub use appbinding::{AppBinding, AppBindingSpec};
+pub use ops::{
+    OpsRequestPhase, OpsRequestType, PgpoolOpsRequest, PgpoolOpsRequestSpec, PgpoolOpsRequestStatus,
+};
+pub use petset::{PetSet, PetSetSpec, PetSetStatus};
+pub use pgpool::{Pgpool, PgpoolPhase, PgpoolSpec, PgpoolStatus};
+pub use version::{PgpoolVersion, PgpoolVersionSpec};

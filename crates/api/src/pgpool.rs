@@ -1,0 +1,768 @@
+//! `Pgpool` (`kubedb.com/v1alpha2`): a Pgpool-II connection pooler in front of a PostgreSQL.
+//!
+//! Field names follow KubeDB's `Pgpool` so that its manifests apply unchanged. Fields marked
+//! "extension" are this project's own and optional.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, LocalObjectReference, PodSecurityContext, ResourceRequirements,
+    SecurityContext, Toleration, TopologySpreadConstraint, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Names of environment variables the operator sets itself; a pod template may not set them.
+pub const RESERVED_ENV_VARS: &[&str] = &[
+    "PGPOOL_PCP_USER",
+    "PGPOOL_PCP_PASSWORD",
+    "DATA_SOURCE_NAME",
+    "DATA_SOURCE_USER",
+    "DATA_SOURCE_PASS",
+    "DATA_SOURCE_URI",
+];
+/// Volume names the operator uses in the pod; a pod template may not reuse them.
+pub const RESERVED_VOLUME_NAMES: &[&str] = &["pgpool-config", "pgpool-run", "pgpool-key", "tmp"];
+/// Mount paths the operator uses in the pod; a pod template may not mount over them.
+pub const RESERVED_MOUNT_PATHS: &[&str] = &[
+    "/etc/pgpool-config",
+    "/var/run/pgpool",
+    "/var/run/pgpool-key",
+    "/tmp",
+];
+
+/// The desired state of a Pgpool.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "kubedb.com",
+    version = "v1alpha2",
+    kind = "Pgpool",
+    plural = "pgpools",
+    singular = "pgpool",
+    shortname = "pp",
+    category = "datastore",
+    category = "kubedb",
+    category = "appscode",
+    category = "all",
+    namespaced,
+    status = "PgpoolStatus",
+    printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.replicas) || (self.replicas >= 1 && self.replicas <= 9)",
+        "message": "spec.replicas must be between 1 and 9"
+    },
+    {
+        "rule": "!has(self.clientAuthMode) || self.clientAuthMode != 'cert' || has(self.tls)",
+        "message": "spec.clientAuthMode 'cert' needs TLS: set spec.tls or use md5 or scram"
+    },
+    {
+        "rule": "!has(self.sslMode) || self.sslMode == 'disable' || has(self.tls)",
+        "message": "spec.sslMode other than 'disable' needs TLS: set spec.tls"
+    }
+]))]
+pub struct PgpoolSpec {
+    /// Name of the cluster-scoped PgpoolVersion (catalog entry) to run, for example `4.5.3`.
+    #[schemars(length(min = 1))]
+    pub version: String,
+
+    /// Number of Pgpool pods, 1 to 9. Default 1.
+    #[serde(default = "default_replicas", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 9))]
+    pub replicas: Option<i32>,
+
+    /// The PostgreSQL backend: an AppBinding (`appcatalog.appscode.com/v1alpha1`) whose Service
+    /// and Secret (keys `username`, `password`) Pgpool connects to.
+    pub postgres_ref: ObjectReference,
+
+    /// Secret (type basic-auth, keys `username`, `password`) with the pcp credentials.
+    /// Default `<name>-auth`, generated with a random password when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret: Option<SecretReference>,
+
+    /// User configuration: a Secret with `pgpool.conf` overrides, inline file texts, or explicit
+    /// backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<PgpoolConfiguration>,
+
+    /// Older KubeDB field: a Secret whose `pgpool.conf` key holds overrides. Same effect as
+    /// `spec.configuration.secretName`; `spec.configuration` wins when both are set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_secret: Option<LocalObjectReference>,
+
+    /// Pod metadata and pod spec overrides merged over the operator's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplateSpec>,
+
+    /// Overrides for the Services, by alias: `primary` (the client Service) and `stats`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2))]
+    pub service_templates: Vec<NamedServiceTemplateSpec>,
+
+    /// TLS for client connections (cert-manager issuer reference). Kept as given; needed for
+    /// `sslMode` other than `disable` and for `clientAuthMode: cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+
+    /// SSL mode for client connections: `disable` (default unless TLS is configured),
+    /// `allow`, `prefer`, `require`, `verify-ca`, `verify-full`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_mode: Option<SslMode>,
+
+    /// How clients authenticate to Pgpool: `md5` (default), `scram`, or `cert` (TLS only).
+    #[serde(
+        default = "default_client_auth_mode",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub client_auth_mode: Option<ClientAuthMode>,
+
+    /// How often and how patiently the operator checks the pooler. Defaults 10s / 10s / 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_checker: Option<HealthCheckSpec>,
+
+    /// Monitoring: adds the pgpool2_exporter sidecar and the `<name>-stats` Service; with the
+    /// `prometheus.io/operator` agent also a ServiceMonitor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<MonitorSpec>,
+
+    /// What happens to the operator-created objects when the Pgpool is deleted. Default `Delete`.
+    #[serde(
+        default = "default_deletion_policy",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub deletion_policy: Option<DeletionPolicy>,
+
+    /// Accepted for KubeDB compatibility. `pool_passwd` always holds the AppBinding's user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_users: Option<bool>,
+
+    /// Extension: stop the pooler (PetSet and Services removed, Secrets kept; phase `Halted`).
+    /// Setting it back to false brings it up again with the same credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted: Option<bool>,
+}
+
+fn default_replicas() -> Option<i32> {
+    Some(1)
+}
+fn default_client_auth_mode() -> Option<ClientAuthMode> {
+    Some(ClientAuthMode::Md5)
+}
+fn default_deletion_policy() -> Option<DeletionPolicy> {
+    Some(DeletionPolicy::Delete)
+}
+
+impl PgpoolSpec {
+    /// Replicas with the default applied.
+    pub fn replicas(&self) -> i32 {
+        self.replicas.unwrap_or(1)
+    }
+    /// Client authentication mode with the default applied.
+    pub fn client_auth_mode(&self) -> ClientAuthMode {
+        self.client_auth_mode.unwrap_or(ClientAuthMode::Md5)
+    }
+    /// Deletion policy with the default applied.
+    pub fn deletion_policy(&self) -> DeletionPolicy {
+        self.deletion_policy.unwrap_or(DeletionPolicy::Delete)
+    }
+    /// True when the pooler is to be stopped.
+    pub fn is_halted(&self) -> bool {
+        self.halted.unwrap_or(false)
+    }
+    /// SSL mode with the default applied (`disable` unless TLS is configured, then `require`).
+    pub fn ssl_mode(&self) -> SslMode {
+        match (self.ssl_mode, &self.tls) {
+            (Some(mode), _) => mode,
+            (None, Some(_)) => SslMode::Require,
+            (None, None) => SslMode::Disable,
+        }
+    }
+    /// Health checker settings with defaults applied.
+    pub fn health_checker(&self) -> HealthCheckSpec {
+        let h = self.health_checker.clone().unwrap_or_default();
+        HealthCheckSpec {
+            period_seconds: Some(h.period_seconds.unwrap_or(10)),
+            timeout_seconds: Some(h.timeout_seconds.unwrap_or(10)),
+            failure_threshold: Some(h.failure_threshold.unwrap_or(1)),
+            disable_write_check: h.disable_write_check,
+        }
+    }
+    /// True when monitoring (exporter sidecar and stats Service) is on.
+    pub fn monitoring_enabled(&self) -> bool {
+        self.monitor.is_some()
+    }
+}
+
+/// A reference to a namespaced object; the namespace defaults to the Pgpool's.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectReference {
+    /// Name of the object.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Namespace of the object; default: the namespace of the referring object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// A Secret in the Pgpool's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretReference {
+    /// Name of the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The Secret is created and kept by the user: the operator only reads it, never writes or
+    /// deletes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub externally_managed: Option<bool>,
+}
+
+/// User configuration of Pgpool-II.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PgpoolConfiguration {
+    /// A Secret in the Pgpool's namespace whose key `pgpool.conf` holds `key = value` overrides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// Inline file texts by file name; `pgpool.conf` holds `key = value` overrides, merged after
+    /// those of `secretName`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inline: BTreeMap<String, String>,
+    /// Explicit backends instead of the AppBinding's Services: each entry either by host
+    /// (`hostName`, `port`) or by group (an AppBinding name); all entries the same way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(b, has(b.hostName)) || self.all(b, has(b.group))",
+        "message": "spec.configuration.backends: give every backend by hostName or every backend by group, not a mix"
+    }]))]
+    pub backends: Vec<BackendSpec>,
+}
+
+/// One backend server.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.hostName) != has(self.group)",
+    "message": "a backend is given either by hostName or by group, not both and not neither"
+}]))]
+pub struct BackendSpec {
+    /// Host name or IP of a PostgreSQL server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_name: Option<String>,
+    /// Name of an AppBinding in the Pgpool's namespace whose Services (primary and
+    /// `<service>-standby`) become backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Port of the server; default 5432.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+    /// Load-balancing weight; default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub weight: Option<i32>,
+    /// Pgpool backend flag, for example `ALWAYS_PRIMARY|DISALLOW_TO_FAILOVER`; default:
+    /// `ALWAYS_PRIMARY|DISALLOW_TO_FAILOVER` for the first backend, `DISALLOW_TO_FAILOVER` after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag: Option<String>,
+}
+
+/// Pod metadata and spec overrides.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplateSpec {
+    /// Labels and annotations added to the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<PodTemplateMeta>,
+    /// Pod spec overrides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<PodSpecOverrides>,
+}
+
+/// Labels and annotations.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplateMeta {
+    /// Extra labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The parts of a pod spec a user may override.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.volumes) || self.volumes.all(v, !(v.name in ['pgpool-config', 'pgpool-run', 'pgpool-key', 'tmp']))",
+    "message": "spec.podTemplate.spec.volumes: the names pgpool-config, pgpool-run, pgpool-key and tmp are reserved by the operator"
+}]))]
+pub struct PodSpecOverrides {
+    /// Overrides for containers by name: `pgpool`, `exporter`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub containers: Vec<ContainerOverride>,
+    /// Overrides for init containers by name: `pgpool-init`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub init_containers: Vec<ContainerOverride>,
+    /// Resources of the `pgpool` container (KubeDB shorthand; `containers[pgpool].resources`
+    /// wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Node selector.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Vec<Toleration>,
+    /// Affinity; default: prefer spreading the pods over nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Topology spread constraints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// Pod security context; runAsUser defaults to the catalog's (70).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<PodSecurityContext>,
+    /// Extra volumes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub volumes: Vec<Volume>,
+    /// Image pull secrets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Service account of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// Priority class of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Scheduler name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_name: Option<String>,
+    /// Runtime class name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_class_name: Option<String>,
+    /// Termination grace period in seconds; default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+/// Overrides for one container.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.env) || self.env.all(e, !(e.name in ['PGPOOL_PCP_USER', 'PGPOOL_PCP_PASSWORD', 'DATA_SOURCE_NAME', 'DATA_SOURCE_USER', 'DATA_SOURCE_PASS', 'DATA_SOURCE_URI']))",
+        "message": "env: PGPOOL_PCP_USER, PGPOOL_PCP_PASSWORD and DATA_SOURCE_* are set by the operator and cannot be overridden"
+    },
+    {
+        "rule": "!has(self.volumeMounts) || self.volumeMounts.all(m, !(m.mountPath in ['/etc/pgpool-config', '/var/run/pgpool', '/var/run/pgpool-key', '/tmp']) && !(m.name in ['pgpool-config', 'pgpool-run', 'pgpool-key', 'tmp']))",
+        "message": "volumeMounts: /etc/pgpool-config, /var/run/pgpool, /var/run/pgpool-key and /tmp (and their volumes) are used by the operator"
+    }
+]))]
+pub struct ContainerOverride {
+    /// Container name: `pgpool` or `exporter` (`pgpool-init` for init containers).
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Compute resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Extra environment variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub env: Vec<EnvVar>,
+    /// Extra volume mounts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub volume_mounts: Vec<VolumeMount>,
+    /// Container security context, merged over the restricted default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
+}
+
+/// Overrides for one Service.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamedServiceTemplateSpec {
+    /// Which Service: `primary` (`<name>`) or `stats` (`<name>-stats`).
+    pub alias: ServiceAlias,
+    /// Extra labels and annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<PodTemplateMeta>,
+    /// Service spec overrides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<ServiceSpecOverrides>,
+}
+
+/// Service aliases.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ServiceAlias {
+    /// The client Service `<name>`.
+    Primary,
+    /// The metrics Service `<name>-stats`.
+    Stats,
+}
+
+/// The parts of a Service spec a user may override.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpecOverrides {
+    /// Service type: ClusterIP (default), NodePort or LoadBalancer.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<ServiceType>,
+    /// Node ports and names by port name (`primary`, `pcp`, `metrics`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub ports: Vec<ServicePortOverride>,
+    /// Fixed cluster IP.
+    #[serde(default, rename = "clusterIP", skip_serializing_if = "Option::is_none")]
+    pub cluster_ip: Option<String>,
+    /// External IPs.
+    #[serde(default, rename = "externalIPs", skip_serializing_if = "Vec::is_empty")]
+    pub external_ips: Vec<String>,
+    /// Load balancer IP.
+    #[serde(
+        default,
+        rename = "loadBalancerIP",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub load_balancer_ip: Option<String>,
+    /// Source ranges allowed through a load balancer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancer_source_ranges: Vec<String>,
+    /// External traffic policy: Cluster or Local.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<String>,
+    /// Session affinity: None or ClientIP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity: Option<String>,
+}
+
+/// Service types.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    /// Cluster-internal virtual IP.
+    ClusterIP,
+    /// A port on every node.
+    NodePort,
+    /// A cloud load balancer.
+    LoadBalancer,
+}
+
+/// A port override.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePortOverride {
+    /// Port name: `primary`, `pcp` or `metrics`.
+    pub name: String,
+    /// Service port; default the container port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+    /// Node port for NodePort and LoadBalancer Services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub node_port: Option<i32>,
+}
+
+/// TLS configuration (cert-manager).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsConfig {
+    /// The cert-manager Issuer or ClusterIssuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<TypedLocalObjectReference>,
+    /// Certificate overrides, kept as given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "free_form_list")]
+    pub certificates: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A list of objects whose fields are kept as given (structural: preserve-unknown-fields).
+fn free_form_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 8,
+        "items": { "type": "object", "x-kubernetes-preserve-unknown-fields": true }
+    })
+}
+
+/// A typed reference to an object in the same namespace (or cluster-scoped).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TypedLocalObjectReference {
+    /// API group of the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_group: Option<String>,
+    /// Kind of the object.
+    pub kind: String,
+    /// Name of the object.
+    pub name: String,
+}
+
+/// Client SSL modes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum SslMode {
+    /// No TLS.
+    #[serde(rename = "disable")]
+    Disable,
+    /// TLS if the client asks.
+    #[serde(rename = "allow")]
+    Allow,
+    /// TLS preferred.
+    #[serde(rename = "prefer")]
+    Prefer,
+    /// TLS required.
+    #[serde(rename = "require")]
+    Require,
+    /// TLS with CA verification.
+    #[serde(rename = "verify-ca")]
+    VerifyCa,
+    /// TLS with CA and host name verification.
+    #[serde(rename = "verify-full")]
+    VerifyFull,
+}
+
+/// How clients authenticate to Pgpool.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ClientAuthMode {
+    /// md5 password authentication (default).
+    #[serde(rename = "md5")]
+    Md5,
+    /// scram-sha-256 password authentication.
+    #[serde(rename = "scram")]
+    Scram,
+    /// Client certificates (needs TLS).
+    #[serde(rename = "cert")]
+    Cert,
+}
+
+/// Health checking of the pooler by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(!has(self.periodSeconds) || self.periodSeconds >= 1) && (!has(self.timeoutSeconds) || self.timeoutSeconds >= 1) && (!has(self.failureThreshold) || self.failureThreshold >= 1)",
+    "message": "spec.healthChecker: periodSeconds, timeoutSeconds and failureThreshold must be at least 1"
+}]))]
+pub struct HealthCheckSpec {
+    /// Seconds between checks; default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub period_seconds: Option<i32>,
+    /// Seconds before a check times out; default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub timeout_seconds: Option<i32>,
+    /// Failed checks in a row before the pooler counts as not ready; default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub failure_threshold: Option<i32>,
+    /// Skip the write check (accepted for KubeDB compatibility).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_write_check: Option<bool>,
+}
+
+/// Monitoring agent settings (KubeDB's `mona.AgentSpec`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitorSpec {
+    /// `prometheus.io/operator` (also creates a ServiceMonitor when its CRD exists) or
+    /// `prometheus.io/builtin` (scrape annotations on the stats Service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<MonitorAgent>,
+    /// Prometheus settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSpec>,
+}
+
+impl MonitorSpec {
+    /// Whether a ServiceMonitor is wanted.
+    pub fn wants_service_monitor(&self) -> bool {
+        self.agent == Some(MonitorAgent::PrometheusOperator)
+    }
+}
+
+/// Monitoring agents.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum MonitorAgent {
+    /// Prometheus operator: a ServiceMonitor selects the stats Service.
+    #[serde(rename = "prometheus.io/operator")]
+    PrometheusOperator,
+    /// Prometheus' own Kubernetes discovery through `prometheus.io/*` annotations.
+    #[serde(rename = "prometheus.io/builtin")]
+    PrometheusBuiltin,
+    /// Alias of `prometheus.io/builtin`.
+    #[serde(rename = "prometheus.io")]
+    Prometheus,
+}
+
+/// Prometheus settings.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSpec {
+    /// The exporter sidecar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exporter: Option<ExporterSpec>,
+    /// The ServiceMonitor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_monitor: Option<ServiceMonitorSpec>,
+}
+
+/// The exporter sidecar.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExporterSpec {
+    /// Metrics port; default 9719.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+    /// Resources of the exporter container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Security context of the exporter container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
+}
+
+/// ServiceMonitor settings.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceMonitorSpec {
+    /// Labels of the ServiceMonitor (so that a Prometheus selects it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Scrape interval, for example `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+}
+
+/// What deleting a Pgpool does.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Remove the pooler and its config; keep the auth Secret for a re-created Pgpool.
+    Delete,
+    /// Remove everything the operator created, the auth Secret too.
+    WipeOut,
+    /// Refuse deletion (a ValidatingAdmissionPolicy in the chart).
+    DoNotTerminate,
+    /// As Delete: a pooler holds no data.
+    Halt,
+}
+
+/// Observed state of a Pgpool.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PgpoolStatus {
+    /// Summary of the conditions: Provisioning, Ready, Critical, NotReady, Halted, Unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<PgpoolPhase>,
+    /// The generation of the spec the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Conditions: ProvisioningStarted, ReplicaReady, AcceptingConnection, Ready, Provisioned,
+    /// Paused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Phases of a Pgpool.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum PgpoolPhase {
+    /// Children are being created.
+    Provisioning,
+    /// All replicas ready and accepting connections.
+    Ready,
+    /// Accepting connections, but not all replicas ready.
+    Critical,
+    /// Not accepting connections.
+    NotReady,
+    /// Stopped by `spec.halted`.
+    Halted,
+    /// Not known.
+    Unknown,
+}
+
+impl PgpoolPhase {
+    /// All phases, for metrics.
+    pub const ALL: [PgpoolPhase; 6] = [
+        PgpoolPhase::Provisioning,
+        PgpoolPhase::Ready,
+        PgpoolPhase::Critical,
+        PgpoolPhase::NotReady,
+        PgpoolPhase::Halted,
+        PgpoolPhase::Unknown,
+    ];
+    /// The phase's name as written in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PgpoolPhase::Provisioning => "Provisioning",
+            PgpoolPhase::Ready => "Ready",
+            PgpoolPhase::Critical => "Critical",
+            PgpoolPhase::NotReady => "NotReady",
+            PgpoolPhase::Halted => "Halted",
+            PgpoolPhase::Unknown => "Unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for PgpoolPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cel_list(items: &[&str]) -> String {
+        let quoted: Vec<String> = items.iter().map(|s| format!("'{s}'")).collect();
+        format!("[{}]", quoted.join(", "))
+    }
+
+    #[test]
+    fn reserved_lists_match_the_cel_rules() {
+        let schema = serde_json::to_string(&schemars::schema_for!(ContainerOverride)).unwrap();
+        assert!(schema.contains(&cel_list(RESERVED_ENV_VARS)));
+        assert!(schema.contains(&cel_list(RESERVED_MOUNT_PATHS)));
+        assert!(schema.contains(&cel_list(RESERVED_VOLUME_NAMES)));
+        let schema = serde_json::to_string(&schemars::schema_for!(PodSpecOverrides)).unwrap();
+        assert!(schema.contains(&cel_list(RESERVED_VOLUME_NAMES)));
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let spec: PgpoolSpec =
+            serde_json::from_str(r#"{"version":"4.5.3","postgresRef":{"name":"pg"}}"#).unwrap();
+        assert_eq!(spec.replicas(), 1);
+        assert_eq!(spec.client_auth_mode(), ClientAuthMode::Md5);
+        assert_eq!(spec.deletion_policy(), DeletionPolicy::Delete);
+        assert_eq!(spec.ssl_mode(), SslMode::Disable);
+        let h = spec.health_checker();
+        assert_eq!(
+            (h.period_seconds, h.timeout_seconds, h.failure_threshold),
+            (Some(10), Some(10), Some(1))
+        );
+        assert!(!spec.is_halted());
+    }
+}
