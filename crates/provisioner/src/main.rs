@@ -1,1 +1,58 @@
-fn main() {}
+//! `pgpool-provisioner`: turns `Pgpool` objects into running poolers, and runs the
+//! PetSet controller unless told not to.
+
+use std::process::ExitCode;
+
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Parser};
+use operator_kit::{CommonArgs, OperatorInfo, RunContext};
+
+const INFO: OperatorInfo = OperatorInfo {
+    name: "pgpool-provisioner",
+    version: env!("CARGO_PKG_VERSION"),
+    default_lease: "pgpool-provisioner-leader",
+};
+
+/// Provisions Pgpool-II poolers from KubeDB-compatible `Pgpool` objects.
+#[derive(Debug, Parser)]
+#[command(name = "pgpool-provisioner", version, about)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+
+    /// Run the built-in PetSet controller (PetSet -> Pods). Turn it off with
+    /// `--petset-controller=false` when another PetSet controller is installed.
+    #[arg(
+        long,
+        env = "ENABLE_PETSET_CONTROLLER",
+        default_value_t = true,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
+    petset_controller: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli: Cli = operator_kit::parse_args(&INFO);
+    let petset_controller = cli.petset_controller;
+    let result = operator_kit::run(INFO, cli.common, move |ctx: RunContext| async move {
+        // The controllers are started here. Until they exist, report the would-be
+        // controllers as synced and idle until shutdown.
+        let mut controllers = vec![ctx.readiness.controller("pgpool")];
+        if petset_controller {
+            controllers.push(ctx.readiness.controller("petset"));
+        } else {
+            tracing::info!("PetSet controller is off (--petset-controller=false)");
+        }
+        for controller in &controllers {
+            controller.set_synced();
+        }
+        ctx.shutdown_requested().await;
+        Ok(())
+    })
+    .await;
+    operator_kit::report(&INFO, result)
+}
