@@ -142,9 +142,7 @@ pub fn parse_pgpool_conf(text: &str) -> Result<Vec<(String, String)>, ConfigErro
             let end = end.ok_or_else(|| err("unterminated quoted value"))?;
             (quoted[..end].to_string(), &quoted[end + 1..])
         } else {
-            let value_end = rest
-                .find(|c: char| c == ' ' || c == '\t' || c == '#')
-                .unwrap_or(rest.len());
+            let value_end = rest.find([' ', '\t', '#']).unwrap_or(rest.len());
             let value = &rest[..value_end];
             if value.is_empty() {
                 return Err(err("missing value"));
