@@ -743,7 +743,9 @@ fn check_pgpool(
 fn real_pgpool_accepts_what_we_render() {
     let Some(tools) = Tools::find() else {
         if in_ci() {
-            panic!("CI is set but pgpool/PostgreSQL binaries are missing: {SKIP_LINE}");
+            panic!(
+                "CI is set but the pgpool/PostgreSQL binaries are missing: install pgpool2 and postgresql (scripts/install-pgpool-test-deps.sh)"
+            );
         }
         println!("{SKIP_LINE}");
         return;
