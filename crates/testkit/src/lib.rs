@@ -1,1 +1,109 @@
+//! Test bed for the pgpool operators: an in-memory Kubernetes API server that `kube::Client`
+//! talks to, a simulated kubelet, fault injection and a request log.
+//!
+//! # The server
+//!
+//! [`TestServer::new`] serves the built-in kinds the operators use (core v1 Pods, Secrets,
+//! Services, ServiceAccounts, ConfigMaps, PersistentVolumeClaims, Events, Endpoints,
+//! Namespaces, Nodes; events.k8s.io/v1 Events; apps/v1 ControllerRevisions, StatefulSets,
+//! Deployments; policy/v1 PodDisruptionBudgets; coordination.k8s.io/v1 Leases;
+//! apiextensions.k8s.io/v1 CustomResourceDefinitions) and every CRD returned by
+//! `pgpool_api::crds::all()`. More CRDs can be added with [`TestServer::register_crd`] or by
+//! creating a CustomResourceDefinition object through the API.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use k8s_openapi::api::core::v1::ConfigMap;
+//! use kube::api::{Api, PostParams};
+//! let server = testkit::TestServer::new();
+//! let client = server.client();
+//! let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+//! cms.create(&PostParams::default(), &testkit::fixtures::config_map("default", "c", [("k", "v")])).await?;
+//! let mark = server.requests().mark();
+//! // ... run a controller ...
+//! assert_eq!(server.requests().since(&mark).writes_excluding(&["kubelet"]), 0);
+//! # Ok(()) }
+//! ```
+//!
+//! Semantics (what the operators depend on):
+//! - one global resourceVersion; it (and `generation`) moves only when a stored object
+//!   actually changes: a write that changes nothing returns the stored object unchanged and
+//!   emits no watch event;
+//! - `generation` starts at 1 and bumps when anything outside `metadata` (and outside
+//!   `status` for kinds with the status subresource) changes;
+//! - status subresource: writes to the object keep the stored status, writes to `/status`
+//!   keep everything else; on create, status is dropped (pods get `phase: Pending`);
+//! - list with label selectors (`a=b`, `a!=b`, `a in (x,y)`, `a notin (x)`, `a`, `!a`) and
+//!   field selectors (`metadata.name`, `metadata.namespace`, any dotted path), `limit` and
+//!   `continue`;
+//! - watch: `resourceVersion` unset or `"0"` starts with ADDED events for the current state;
+//!   a resourceVersion resumes from the kind's bounded event history
+//!   ([`ServerConfig::history_limit`]) or gets an ERROR event with `410 Gone` if too old
+//!   (see [`TestServer::compact_history`]); `allowWatchBookmarks`, `sendInitialEvents`
+//!   (streaming lists), `timeoutSeconds`; objects entering/leaving a selector are sent as
+//!   ADDED/DELETED;
+//! - create: `generateName`, uid, creationTimestamp, 409 AlreadyExists; replace: 409
+//!   Conflict on a stale resourceVersion; patch: JSON merge, JSON patch, strategic merge
+//!   (treated as a JSON merge patch), a resourceVersion in a patch is a precondition;
+//! - server-side apply: `fieldManager` required, apiVersion/kind required, creates if absent,
+//!   merges applied fields; fields a manager applied before and no longer applies are removed
+//!   unless another manager applied them too; applying a different value to a field another
+//!   manager applied is a 409 conflict unless `force=true`. Lists are atomic except
+//!   `metadata.finalizers` (set) and `metadata.ownerReferences` (keyed by uid). Writes other
+//!   than apply do not take field ownership;
+//! - delete: finalizers set deletionTimestamp, the object goes when the last finalizer is
+//!   removed; pods bound to a node (`spec.nodeName`) terminate gracefully (deletionTimestamp,
+//!   the [`Kubelet`] finishes), unbound pods go at once; `propagationPolicy` Background
+//!   (default), Foreground (`foregroundDeletion` finalizer until dependents are gone), Orphan;
+//!   preconditions; deleting a namespace deletes its contents;
+//! - owner-reference garbage collection: when an owner is removed, dependents whose other
+//!   owners are all gone are deleted (the others lose the reference);
+//! - pods' `eviction` (429 TooManyRequests when a matching PodDisruptionBudget would be
+//!   violated, counted from Ready pods against minAvailable / maxUnavailable, int or percent)
+//!   and `binding` subresources; `scale` subresource for kinds that declare it (PetSet,
+//!   StatefulSet, Deployment);
+//! - validation of names (DNS-1123 subdomain; DNS-1035 label for Services) and labels,
+//!   with `422 Invalid`;
+//! - errors are `metav1.Status` bodies with code and reason.
+//!
+//! Not modelled: authentication/authorization, CRD schema validation and pruning,
+//! admission, conversion between versions (objects are served as stored), namespace
+//! existence checks, `resourceVersionMatch=Exact`.
+//!
+//! # Kubelet
+//!
+//! [`Kubelet::start`] watches pods, binds them to a node, marks them Running/Ready with
+//! `containerStatuses[].image` equal to the spec's image (per-image behaviours in
+//! [`KubeletConfig`]) and finishes graceful deletions.
+//!
+//! # Observation and faults
+//!
+//! [`TestServer::requests`] counts requests by verb, resource and agent (see
+//! [`TestServer::client_as`]); [`TestServer::faults`] fails requests, adds latency and closes
+//! watches.
+//!
+//! # Listening
+//!
+//! [`TestServer::listen`] serves plain HTTP on 127.0.0.1 and writes a kubeconfig, so that
+//! separate processes can use the server.
 
+mod apply;
+mod error;
+mod faults;
+pub mod fixtures;
+mod kubelet;
+mod listen;
+mod log;
+mod registry;
+pub mod selector;
+mod server;
+mod state;
+mod validate;
+mod watch;
+
+pub use error::Error;
+pub use faults::{FaultRule, Faults};
+pub use kubelet::{ImageBehavior, Kubelet, KubeletConfig, KubeletHandle};
+pub use listen::Listening;
+pub use log::{LogMark, RequestCounts, RequestKey, RequestLog, RequestRecord, Verb};
+pub use server::{Body, ServerConfig, TestServer, TestService};

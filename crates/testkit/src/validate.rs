@@ -1,0 +1,135 @@
+//! The validations of the real API server that operators most often trip over: object names
+//! and label keys/values.
+
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::registry::ResourceInfo;
+
+fn is_alnum(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit()
+}
+
+/// RFC 1123 label: at most 63 lowercase alphanumerics or '-', starting and ending alphanumeric.
+pub(crate) fn dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| is_alnum(c) || c == '-')
+        && s.starts_with(is_alnum)
+        && s.ends_with(is_alnum)
+}
+
+/// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
+pub(crate) fn dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(dns1123_label)
+}
+
+/// RFC 1035 label (Service names): an RFC 1123 label starting with a letter.
+pub(crate) fn dns1035_label(s: &str) -> bool {
+    dns1123_label(s) && s.starts_with(|c: char| c.is_ascii_lowercase())
+}
+
+fn qualified_name_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn label_key(k: &str) -> bool {
+    match k.split_once('/') {
+        Some((prefix, name)) => dns1123_subdomain(prefix) && qualified_name_part(name),
+        None => qualified_name_part(k),
+    }
+}
+
+fn label_value(v: &str) -> bool {
+    v.is_empty() || qualified_name_part(v)
+}
+
+/// Validate an object about to be stored.
+pub(crate) fn validate(info: &ResourceInfo, name: &str, obj: &Value) -> Result<(), ApiError> {
+    let mut causes = Vec::new();
+    let core = info.group.is_empty();
+    let name_ok = if core && (info.plural == "services" || info.plural == "namespaces") {
+        if info.plural == "services" {
+            dns1035_label(name)
+        } else {
+            dns1123_label(name)
+        }
+    } else {
+        dns1123_subdomain(name)
+    };
+    if !name_ok {
+        let rule = if core && info.plural == "services" {
+            "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, end with an alphanumeric character, and be at most 63 characters"
+        } else {
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+        };
+        causes.push((
+            "metadata.name".to_string(),
+            format!("Invalid value: {name:?}: {rule}"),
+        ));
+    }
+    if let Some(labels) = obj.pointer("/metadata/labels") {
+        match labels.as_object() {
+            Some(m) => {
+                for (k, v) in m {
+                    if !label_key(k) {
+                        causes.push((
+                            "metadata.labels".to_string(),
+                            format!("Invalid value: {k:?}: name part must consist of alphanumeric characters, '-', '_' or '.', and be at most 63 characters"),
+                        ));
+                    }
+                    match v.as_str() {
+                        Some(s) if label_value(s) => {}
+                        _ => causes.push((
+                            "metadata.labels".to_string(),
+                            format!("Invalid value: {v}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and be at most 63 characters"),
+                        )),
+                    }
+                }
+            }
+            None => causes.push((
+                "metadata.labels".to_string(),
+                "must be a map of strings".to_string(),
+            )),
+        }
+    }
+    if let Some(ann) = obj.pointer("/metadata/annotations")
+        && !ann
+            .as_object()
+            .is_some_and(|m| m.values().all(Value::is_string))
+    {
+        causes.push((
+            "metadata.annotations".to_string(),
+            "must be a map of strings".to_string(),
+        ));
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(info, name, causes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(dns1123_label("pg-0"));
+        assert!(!dns1123_label("Pg"));
+        assert!(!dns1123_label("-a"));
+        assert!(!dns1123_label(&"a".repeat(64)));
+        assert!(dns1123_subdomain("a.b-c"));
+        assert!(!dns1035_label("0abc"));
+        assert!(label_key("app.kubernetes.io/name"));
+        assert!(!label_key("bad key"));
+        assert!(label_value(""));
+        assert!(!label_value(&"x".repeat(64)));
+    }
+}
