@@ -241,6 +241,28 @@ fn pod_status(pod: &Pod, cfg: &KubeletConfig, ip: &str, restarts: i64) -> Value 
     status
 }
 
+/// Retry a request a few times on errors other than 404/409 (e.g. injected faults).
+async fn retry<T, F, Fut>(mut f: F) -> kube::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = kube::Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
+                return Err(kube::Error::Api(s));
+            }
+            Err(e) if attempt >= 50 => return Err(e),
+            Err(_) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
 impl Runner {
     async fn run(&mut self, stop: CancellationToken) {
         let api: Api<Pod> = match &self.cfg.namespace {
@@ -293,10 +315,11 @@ impl Runner {
                     "metadata": {"name": name},
                     "target": {"apiVersion": "v1", "kind": "Node", "name": node},
                 });
-                if let Err(e) = api
-                    .create_subresource::<_, Value>("binding", &name, &PostParams::default(), &body)
-                    .await
-                {
+                let pp = PostParams::default();
+                let res =
+                    retry(|| api.create_subresource::<_, Value>("binding", &name, &pp, &body))
+                        .await;
+                if let Err(e) = res {
                     tracing::debug!("kubelet: binding {ns}/{name} failed: {e}");
                 }
             });
@@ -347,7 +370,7 @@ impl Runner {
                     }),
                     ..DeleteParams::default()
                 };
-                if let Err(e) = api.delete(&name, &dp).await {
+                if let Err(e) = retry(|| api.delete(&name, &dp)).await {
                     tracing::debug!("kubelet: deleting {ns}/{name} failed: {e}");
                 }
             });
