@@ -14,9 +14,18 @@ use serde_json::{Map, Value};
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct FieldSet(BTreeMap<String, FieldSet>);
 
-/// Managers' field sets for one object, keyed by `manager` (main resource) or
-/// `manager/status` (status subresource).
+/// Managers' field sets for one object, keyed by [`manager_key`].
 pub(crate) type Managed = BTreeMap<String, FieldSet>;
+
+/// Key of one manager's entry: the manager name and the operation (`apply`,
+/// `apply/status`, `update`), like the entries of `metadata.managedFields`.
+pub(crate) fn manager_key(manager: &str, op: &str) -> String {
+    format!("{manager}|{op}")
+}
+
+fn manager_name(key: &str) -> &str {
+    key.split('|').next().unwrap_or(key)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum ListType {
@@ -388,7 +397,7 @@ pub(crate) fn apply(
     // Conflicts with other managers.
     let mut conflicts = Vec::new();
     for (m, set) in managed.iter_mut() {
-        if m == manager_key {
+        if manager_name(m) == manager_name(manager_key) {
             continue;
         }
         for p in &new_leaves {
@@ -397,7 +406,7 @@ pub(crate) fn apply(
                     set.release(p);
                 } else {
                     conflicts.push(Conflict {
-                        manager: m.split('/').next().unwrap_or(m).to_string(),
+                        manager: manager_name(m).to_string(),
                         field: render(p),
                     });
                 }
@@ -434,6 +443,126 @@ pub(crate) fn apply(
         managed.insert(manager_key.to_string(), new_set);
     }
     Ok(obj)
+}
+
+/// Paths whose value `new` sets differently from `old` (added or changed leaves; removals
+/// are handled by [`prune`]).
+fn changed_leaves(
+    old: Option<&Value>,
+    new: &Value,
+    path: &mut Vec<String>,
+    out: &mut Vec<Vec<String>>,
+) {
+    if old == Some(new) {
+        return;
+    }
+    let empty = Map::new();
+    match new {
+        Value::Object(nm) if !nm.is_empty() => {
+            let om = old.and_then(Value::as_object).unwrap_or(&empty);
+            for (k, nv) in nm {
+                if path.is_empty() && matches!(k.as_str(), "apiVersion" | "kind") {
+                    continue;
+                }
+                if path.len() == 1 && path[0] == "f:metadata" && SYSTEM_META.contains(&k.as_str()) {
+                    continue;
+                }
+                path.push(format!("f:{k}"));
+                changed_leaves(om.get(k), nv, path, out);
+                path.pop();
+            }
+        }
+        Value::Array(items) if list_type(path) != ListType::Atomic => {
+            let old_items = old.and_then(Value::as_array);
+            for item in items {
+                let elem = match list_type(path) {
+                    ListType::Set => format!("v:{item}"),
+                    ListType::Map(key) => match item.get(key).and_then(Value::as_str) {
+                        Some(k) => format!("k:{k}"),
+                        None => continue,
+                    },
+                    ListType::Atomic => continue,
+                };
+                let before = old_items.and(old).and_then(|o| step(o, path, &elem));
+                if before != Some(item) {
+                    path.push(elem);
+                    out.push(path.clone());
+                    path.pop();
+                }
+            }
+        }
+        _ => out.push(path.clone()),
+    }
+}
+
+impl FieldSet {
+    fn insert_leaf(&mut self, path: &[String]) {
+        let Some((first, rest)) = path.split_first() else {
+            return;
+        };
+        if rest.is_empty() {
+            self.0.insert(first.clone(), FieldSet::default());
+            return;
+        }
+        match self.0.get_mut(first) {
+            // Already owns the whole subtree.
+            Some(child) if child.is_leaf() => {}
+            Some(child) => child.insert_leaf(rest),
+            None => {
+                let mut child = FieldSet::default();
+                child.insert_leaf(rest);
+                self.0.insert(first.clone(), child);
+            }
+        }
+    }
+
+    /// Drop paths that do not exist in `v`. Returns whether anything is left.
+    fn prune(&mut self, v: &Value, path: &mut Vec<String>) -> bool {
+        self.0.retain(|elem, child| {
+            let Some(sub) = step(v, path, elem) else {
+                return false;
+            };
+            if child.is_leaf() {
+                return true;
+            }
+            path.push(elem.clone());
+            let keep = child.prune(sub, path);
+            path.pop();
+            keep
+        });
+        !self.0.is_empty()
+    }
+}
+
+/// A write other than apply by `manager_key` took ownership of the fields it changed.
+pub(crate) fn record_update(
+    managed: &mut Managed,
+    old: Option<&Value>,
+    new: &Value,
+    manager_key: &str,
+) {
+    let mut changed = Vec::new();
+    changed_leaves(old, new, &mut Vec::new(), &mut changed);
+    if changed.is_empty() {
+        return;
+    }
+    for (m, set) in managed.iter_mut() {
+        if m != manager_key {
+            for p in &changed {
+                set.release(p);
+            }
+        }
+    }
+    let entry = managed.entry(manager_key.to_string()).or_default();
+    for p in &changed {
+        entry.insert_leaf(p);
+    }
+    managed.retain(|_, s| !s.is_leaf());
+}
+
+/// Nobody owns fields that no longer exist.
+pub(crate) fn prune(managed: &mut Managed, obj: &Value) {
+    managed.retain(|_, s| s.prune(obj, &mut Vec::new()));
 }
 
 /// Format conflicts like the API server does.
@@ -569,5 +698,54 @@ mod tests {
             ),
             json!({"spec": {"a": 1}, "status": {"s": 1}})
         );
+    }
+
+    #[test]
+    fn updates_take_ownership_and_removed_fields_are_unowned() {
+        let mut managed = Managed::new();
+        let a = manager_key("a", "apply");
+        let o1 = apply(
+            None,
+            &scoped(&json!({"spec": {"holder": "a", "t": 1}}), main()),
+            &a,
+            false,
+            &mut managed,
+        )
+        .unwrap();
+        // Someone else removes the fields with a non-apply write: nobody owns them any more.
+        let o2 = json!({"spec": {}});
+        record_update(&mut managed, Some(&o1), &o2, &manager_key("b", "update"));
+        prune(&mut managed, &o2);
+        let o3 = apply(
+            Some(&o2),
+            &scoped(&json!({"spec": {"holder": "b"}}), main()),
+            &manager_key("b", "apply"),
+            false,
+            &mut managed,
+        )
+        .unwrap();
+        assert_eq!(o3["spec"]["holder"], "b");
+        // An update changing b's field takes it over: b's re-apply now conflicts with c.
+        let o4 = json!({"spec": {"holder": "c"}});
+        record_update(&mut managed, Some(&o3), &o4, &manager_key("c", "update"));
+        let err = apply(
+            Some(&o4),
+            &scoped(&json!({"spec": {"holder": "b"}}), main()),
+            &manager_key("b", "apply"),
+            false,
+            &mut managed,
+        )
+        .unwrap_err();
+        assert_eq!(err[0].manager, "c");
+        // b no longer owns holder, so applying without it does not remove c's value.
+        let o5 = apply(
+            Some(&o4),
+            &scoped(&json!({"spec": {"other": 1}}), main()),
+            &manager_key("b", "apply"),
+            false,
+            &mut managed,
+        )
+        .unwrap();
+        assert_eq!(o5["spec"]["holder"], "c");
     }
 }

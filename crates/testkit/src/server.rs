@@ -22,7 +22,7 @@ use crate::log::{RequestKey, RequestLog, Verb};
 use crate::registry::{self, ResourceInfo};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::state::{
-    DeleteOpts, DeleteOutcome, ObjKey, State, meta, meta_mut, meta_str, now_rfc3339,
+    DeleteOpts, DeleteOutcome, ObjKey, Ownership, State, meta, meta_mut, meta_str, now_rfc3339,
 };
 use crate::watch::{Filter, WatchSpec, WatchStream};
 
@@ -336,7 +336,7 @@ impl TestServer {
                 for ns in server.inner.config.namespaces.clone() {
                     let obj =
                         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-                    let _ = create_object(&mut st, k, "v1", None, obj, false, Managed::new());
+                    let _ = create_object(&mut st, k, "v1", None, obj, false, Ownership::System);
                 }
             }
         }
@@ -356,7 +356,7 @@ impl TestServer {
         };
         let name = meta_str(&obj, "name").unwrap_or_default().to_string();
         if st.get(k, &(String::new(), name)).is_none() {
-            let _ = create_object(&mut st, k, "v1", None, obj, false, Managed::new());
+            let _ = create_object(&mut st, k, "v1", None, obj, false, Ownership::System);
         }
     }
 
@@ -469,13 +469,14 @@ impl TestServer {
         };
         let ns = target.namespace.clone();
         let name = target.name.clone();
+        let manager = query.get("fieldManager").unwrap_or(&key.agent).to_string();
         let result = match self
             .inner
             .faults
             .check(&key, ns.as_deref(), name.as_deref())
         {
             Some(e) => Err(e),
-            None => self.dispatch(verb, &target, &query, &content_type, &body),
+            None => self.dispatch(verb, &target, &query, &content_type, &body, &manager),
         };
         let (code, changed, response) = match result {
             Ok((reply, changed)) => {
@@ -521,7 +522,9 @@ impl TestServer {
         q: &Query,
         content_type: &str,
         body: &[u8],
+        manager: &str,
     ) -> Result<(Reply, bool), ApiError> {
+        let updater = Ownership::Update(apply::manager_key(manager, "update"));
         let mut st = self.inner.lock();
         let st = &mut *st;
         match (verb, t.sub.as_deref()) {
@@ -572,19 +575,21 @@ impl TestServer {
                     t.namespace.as_deref(),
                     obj,
                     q.dry_run(),
-                    Managed::new(),
+                    updater,
                 )?;
                 Ok((Reply::Obj(201, obj), changed))
             }
             (Verb::Create, Some("eviction")) if is_pods(&t.info) => {
                 evict(st, t, &parse_body(body)?, q.dry_run())
             }
-            (Verb::Create, Some("binding")) if is_pods(&t.info) => bind(st, t, &parse_body(body)?),
+            (Verb::Create, Some("binding")) if is_pods(&t.info) => {
+                bind(st, t, &parse_body(body)?, updater)
+            }
             (Verb::Update, None | Some("status") | Some("scale")) => {
-                update(st, t, parse_body(body)?, q.dry_run())
+                update(st, t, parse_body(body)?, q.dry_run(), updater)
             }
             (Verb::Patch, None | Some("status") | Some("scale")) => {
-                patch(st, t, content_type, body, q.dry_run())
+                patch(st, t, content_type, body, q.dry_run(), updater)
             }
             (Verb::Apply, None | Some("status")) => apply_patch(st, t, q, body),
             (Verb::Delete, None) => {
@@ -891,7 +896,7 @@ fn create_object(
     namespace: Option<&str>,
     mut obj: Value,
     dry_run: bool,
-    managed: Managed,
+    ownership: Ownership,
 ) -> Result<(Arc<Value>, bool), ApiError> {
     let info = st.kinds[kind].info.clone();
     if !obj.is_object() {
@@ -1003,6 +1008,16 @@ fn create_object(
             })),
         );
     }
+    let mut managed = match ownership {
+        Ownership::Apply(m) => m,
+        Ownership::Update(manager_key) => {
+            let mut m = Managed::new();
+            apply::record_update(&mut m, None, &obj, &manager_key);
+            m
+        }
+        Ownership::System => Managed::new(),
+    };
+    apply::prune(&mut managed, &obj);
     let stored = st.insert(kind, key, obj, managed);
     Ok((stored, true))
 }
@@ -1150,6 +1165,7 @@ fn update(
     t: &Target,
     body: Value,
     dry_run: bool,
+    ownership: Ownership,
 ) -> Result<(Reply, bool), ApiError> {
     if !body.is_object() {
         return Err(ApiError::bad_request(
@@ -1173,7 +1189,7 @@ fn update(
     }
     check_rv(t, &old, &body)?;
     let new = merge_into(t, &old, body)?;
-    let (obj, changed) = st.commit_update(t.kind, &key, new, None, dry_run)?;
+    let (obj, changed) = st.commit_update(t.kind, &key, new, ownership, dry_run)?;
     reregister_crd(st, t, &obj);
     Ok((respond_written(t, obj)?, changed))
 }
@@ -1184,6 +1200,7 @@ fn patch(
     content_type: &str,
     body: &[u8],
     dry_run: bool,
+    ownership: Ownership,
 ) -> Result<(Reply, bool), ApiError> {
     let key = t.key();
     let old = st
@@ -1228,7 +1245,7 @@ fn patch(
         return Err(ApiError::bad_request("a patch cannot change metadata.name"));
     }
     let new = merge_into(t, &old, target)?;
-    let (obj, changed) = st.commit_update(t.kind, &key, new, None, dry_run)?;
+    let (obj, changed) = st.commit_update(t.kind, &key, new, ownership, dry_run)?;
     reregister_crd(st, t, &obj);
     Ok((respond_written(t, obj)?, changed))
 }
@@ -1285,8 +1302,8 @@ fn apply_patch(
         _ => Scope::Status,
     };
     let manager_key = match scope {
-        Scope::Status => format!("{manager}/status"),
-        Scope::Main { .. } => manager.to_string(),
+        Scope::Status => apply::manager_key(manager, "apply/status"),
+        Scope::Main { .. } => apply::manager_key(manager, "apply"),
     };
     let scoped = apply::scoped(&applied, scope);
     let key = t.key();
@@ -1313,7 +1330,7 @@ fn apply_patch(
                 t.namespace.as_deref(),
                 obj,
                 dry_run,
-                managed,
+                Ownership::Apply(managed),
             )?;
             Ok((Reply::Obj(201, obj), changed))
         }
@@ -1329,7 +1346,8 @@ fn apply_patch(
                         "name": t.name(), "group": t.info.group, "kind": t.info.plural, "causes": causes
                     }))
                 })?;
-            let (obj, changed) = st.commit_update(t.kind, &key, merged, Some(managed), dry_run)?;
+            let (obj, changed) =
+                st.commit_update(t.kind, &key, merged, Ownership::Apply(managed), dry_run)?;
             reregister_crd(st, t, &obj);
             Ok((Reply::Obj(200, obj), changed))
         }
@@ -1487,7 +1505,12 @@ fn evict(
     ))
 }
 
-fn bind(st: &mut State, t: &Target, body: &Value) -> Result<(Reply, bool), ApiError> {
+fn bind(
+    st: &mut State,
+    t: &Target,
+    body: &Value,
+    ownership: Ownership,
+) -> Result<(Reply, bool), ApiError> {
     let key = t.key();
     let pod = st
         .get(t.kind, &key)
@@ -1512,7 +1535,7 @@ fn bind(st: &mut State, t: &Target, body: &Value) -> Result<(Reply, bool), ApiEr
     }
     let mut new = (*pod).clone();
     set_path(&mut new, &["spec".into(), "nodeName".into()], json!(node));
-    let (_, changed) = st.commit_update(t.kind, &key, new, None, false)?;
+    let (_, changed) = st.commit_update(t.kind, &key, new, ownership, false)?;
     Ok((
         Reply::Json(
             201,

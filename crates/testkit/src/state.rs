@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
-use crate::apply::{Managed, strip_nulls};
+use crate::apply::{self, Managed, strip_nulls};
 use crate::error::ApiError;
 use crate::registry::ResourceInfo;
 
@@ -56,6 +56,16 @@ pub(crate) struct KindStore {
     /// Watches from a resourceVersion below this one get `410 Gone`.
     pub compacted_rv: u64,
     pub tx: broadcast::Sender<Arc<Event>>,
+}
+
+/// How a write changes field ownership.
+pub(crate) enum Ownership {
+    /// Server-side apply computed the new field sets.
+    Apply(Managed),
+    /// A write other than apply by this manager key: it owns the fields it changed.
+    Update(String),
+    /// A change made by the server itself (deletion, garbage collection).
+    System,
 }
 
 /// Options of a deletion.
@@ -664,7 +674,7 @@ impl State {
         kind: usize,
         key: &ObjKey,
         mut new: Value,
-        managed: Option<Managed>,
+        ownership: Ownership,
         dry_run: bool,
     ) -> Result<(Arc<Value>, bool), ApiError> {
         let info = self.kinds[kind].info.clone();
@@ -706,13 +716,29 @@ impl State {
             let last = self.remove(kind, key, Some(new)).unwrap_or(old);
             return Ok((last, true));
         }
+        let mut managed = match ownership {
+            Ownership::Apply(m) => m,
+            Ownership::Update(manager_key) => {
+                let mut m = stored_managed(self, kind, key);
+                apply::record_update(&mut m, Some(&old), &new, &manager_key);
+                m
+            }
+            Ownership::System => stored_managed(self, kind, key),
+        };
+        apply::prune(&mut managed, &new);
         if new == *old {
-            if let (Some(m), Some(s)) = (managed, self.kinds[kind].objects.get_mut(key)) {
-                s.managed = m;
+            if let Some(s) = self.kinds[kind].objects.get_mut(key) {
+                s.managed = managed;
             }
             return Ok((old, false));
         }
-        let obj = self.replace(kind, key, new, managed);
+        let obj = self.replace(kind, key, new, Some(managed));
         Ok((obj, true))
     }
+}
+
+fn stored_managed(st: &State, kind: usize, key: &ObjKey) -> Managed {
+    st.get(kind, key)
+        .map(|s| s.managed.clone())
+        .unwrap_or_default()
 }
