@@ -10,14 +10,18 @@ use crate::Error;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds a client from the environment (`KUBECONFIG`, `~/.kube/config`, else the
-/// in-cluster service account) and checks that the API server answers
+/// in-cluster service account), sending `user_agent` (e.g. `pgpool-provisioner/0.1.0`) so that
+/// audit logs tell the operators apart, and checks that the API server answers
 /// `GET /version` within `timeout`.
 ///
 /// Errors are one line, name the API server URL that was tried and say what to do.
-pub async fn connect(timeout: Duration) -> Result<Client, Error> {
-    let config = Config::infer()
+pub async fn connect(timeout: Duration, user_agent: &str) -> Result<Client, Error> {
+    let mut config = Config::infer()
         .await
         .map_err(|e| Error::KubeConfig(one_line(&e.to_string())))?;
+    if let Ok(value) = http::HeaderValue::from_str(user_agent) {
+        config.headers.push((http::header::USER_AGENT, value));
+    }
     let url = config.cluster_url.to_string();
     let client = Client::try_from(config).map_err(|e| Error::Unreachable {
         url: url.clone(),

@@ -374,11 +374,12 @@ impl Operator {
         });
         let _http_guard = AbortOnDrop(http_task);
 
+        let user_agent = format!("{}/{}", info.name, info.version);
         let client = match &self.client {
             Some(c) => c.clone(),
             None => tokio::select! {
                 () = self.shutdown.cancelled() => return Ok(()),
-                res = connect(CONNECT_TIMEOUT) => res?,
+                res = connect(CONNECT_TIMEOUT, &user_agent) => res?,
             },
         };
 
