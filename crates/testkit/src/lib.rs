@@ -94,6 +94,7 @@ pub mod fixtures;
 mod kubelet;
 mod listen;
 mod log;
+mod pdb;
 mod registry;
 pub mod selector;
 mod server;

@@ -68,6 +68,14 @@ impl TestServer {
     /// Serve plain HTTP on 127.0.0.1 at a random port and write a kubeconfig for it.
     /// Requests from remote clients are logged under their `User-Agent` (or `remote`).
     pub async fn listen(&self) -> anyhow::Result<Listening> {
+        self.listen_as("").await
+    }
+
+    /// Like [`listen`](Self::listen), but every request through this listener is logged (and
+    /// matched by faults) as coming from `agent`: give each spawned process its own listener
+    /// to tell their requests apart.
+    pub async fn listen_as(&self, agent: &str) -> anyhow::Result<Listening> {
+        let agent: std::sync::Arc<str> = std::sync::Arc::from(agent);
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let dir = tempfile::tempdir()?;
@@ -90,9 +98,11 @@ impl TestServer {
                 };
                 let server = server.clone();
                 let stop = stop.clone();
+                let agent = agent.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
                         let server = server.clone();
+                        let agent = agent.clone();
                         async move {
                             use http_body_util::BodyExt;
                             let (parts, body) = req.into_parts();
@@ -103,7 +113,7 @@ impl TestServer {
                                 .unwrap_or_default();
                             Ok::<_, std::convert::Infallible>(
                                 server
-                                    .handle(http::Request::from_parts(parts, bytes), "")
+                                    .handle(http::Request::from_parts(parts, bytes), &agent)
                                     .await,
                             )
                         }

@@ -19,6 +19,7 @@ use crate::apply::{self, Managed, Scope, strip_nulls};
 use crate::error::ApiError;
 use crate::faults::Faults;
 use crate::log::{RequestKey, RequestLog, Verb};
+use crate::pdb;
 use crate::registry::{self, ResourceInfo};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::state::{
@@ -525,8 +526,24 @@ impl TestServer {
         manager: &str,
     ) -> Result<(Reply, bool), ApiError> {
         let updater = Ownership::Update(apply::manager_key(manager, "update"));
-        let mut st = self.inner.lock();
-        let st = &mut *st;
+        let mut guard = self.inner.lock();
+        let st = &mut *guard;
+        let result = self.dispatch_locked(st, verb, t, q, content_type, body, updater);
+        pdb::refresh(st);
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch_locked(
+        &self,
+        st: &mut State,
+        verb: Verb,
+        t: &Target,
+        q: &Query,
+        content_type: &str,
+        body: &[u8],
+        updater: Ownership,
+    ) -> Result<(Reply, bool), ApiError> {
         match (verb, t.sub.as_deref()) {
             (Verb::Get, None | Some("status")) => {
                 let s = st
@@ -1386,29 +1403,6 @@ fn parse_delete_options(b: &Value, q: &Query) -> DeleteOpts {
     }
 }
 
-fn pod_ready(pod: &Value) -> bool {
-    pod.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter().any(|c| {
-                c.get("type").and_then(Value::as_str) == Some("Ready")
-                    && c.get("status").and_then(Value::as_str) == Some("True")
-            })
-        })
-}
-
-/// Resolve an IntOrString against `total` (percentages round up).
-fn int_or_percent(v: &Value, total: i64) -> Option<i64> {
-    match v {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => match s.strip_suffix('%') {
-            Some(p) => p.trim().parse::<i64>().ok().map(|p| (p * total + 99) / 100),
-            None => s.parse().ok(),
-        },
-        _ => None,
-    }
-}
-
 fn evict(
     st: &mut State,
     t: &Target,
@@ -1429,59 +1423,26 @@ fn evict(
         .map(|v| parse_delete_options(v, &empty))
         .unwrap_or_default();
     let dry_run = dopts.dry_run || dry_run_q;
-    let terminating = meta_str(&pod, "deletionTimestamp").is_some();
-    if !terminating && let Some(pdb_kind) = st.kind_index("policy", "poddisruptionbudgets") {
-        let labels = pod.pointer("/metadata/labels");
-        let ns = key.0.clone();
-        let pdbs: Vec<Arc<Value>> = st.kinds[pdb_kind]
-            .objects
-            .range((ns.clone(), String::new())..)
-            .take_while(|((n, _), _)| *n == ns)
-            .map(|(_, s)| s.obj.clone())
-            .filter(|pdb| {
-                pdb.pointer("/spec/selector")
-                    .and_then(LabelSelector::from_json)
-                    .is_some_and(|sel| sel.matches(labels))
-            })
-            .collect();
+    if meta_str(&pod, "deletionTimestamp").is_none() {
+        let pdbs = pdb::matching(st, &key.0, pod.pointer("/metadata/labels"));
         if pdbs.len() > 1 {
             return Err(ApiError::internal(
                 "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
             ));
         }
-        if let Some(pdb) = pdbs.first() {
-            let sel = pdb
-                .pointer("/spec/selector")
-                .and_then(LabelSelector::from_json)
-                .unwrap_or_default();
-            let pods: Vec<&Value> = st.kinds[t.kind]
-                .objects
-                .range((ns.clone(), String::new())..)
-                .take_while(|((n, _), _)| *n == ns)
-                .map(|(_, s)| &*s.obj)
-                .filter(|p| sel.matches(p.pointer("/metadata/labels")))
-                .filter(|p| meta_str(p, "deletionTimestamp").is_none())
-                .collect();
-            let expected = pods.len() as i64;
-            let healthy = pods.iter().filter(|p| pod_ready(p)).count() as i64;
-            let desired = if let Some(min) = pdb.pointer("/spec/minAvailable") {
-                int_or_percent(min, expected).unwrap_or(expected)
-            } else if let Some(max) = pdb.pointer("/spec/maxUnavailable") {
-                (expected - int_or_percent(max, expected).unwrap_or(0)).max(0)
-            } else {
-                1
-            };
-            let always = pdb
+        if let Some(budget_obj) = pdbs.first() {
+            let b = pdb::budget(st, &key.0, budget_obj);
+            let always = budget_obj
                 .pointer("/spec/unhealthyPodEvictionPolicy")
                 .and_then(Value::as_str)
                 == Some("AlwaysAllow");
-            let allowed = if pod_ready(&pod) {
-                healthy - desired >= 1
+            let allowed = if pdb::pod_ready(&pod) {
+                b.disruptions_allowed() >= 1
             } else {
-                always || healthy >= desired
+                always || b.healthy >= b.desired
             };
             if !allowed {
-                let pdb_name = meta_str(pdb, "name").unwrap_or_default();
+                let pdb_name = meta_str(budget_obj, "name").unwrap_or_default();
                 return Err(ApiError::new(
                     429,
                     "TooManyRequests",
@@ -1489,7 +1450,10 @@ fn evict(
                 )
                 .with_details(json!({"causes": [{
                     "reason": "DisruptionBudget",
-                    "message": format!("The disruption budget {pdb_name} needs {desired} healthy pods and has {healthy} currently"),
+                    "message": format!(
+                        "The disruption budget {pdb_name} needs {} healthy pods and has {} currently",
+                        b.desired, b.healthy
+                    ),
                 }]})));
             }
         }

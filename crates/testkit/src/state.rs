@@ -103,6 +103,8 @@ pub(crate) struct State {
     gc_queue: VecDeque<GcItem>,
     in_gc: bool,
     pub history_limit: usize,
+    /// Namespaces where pods or PodDisruptionBudgets changed since the last budget refresh.
+    pub pdb_dirty: BTreeSet<String>,
     rng: u64,
     counter: u64,
 }
@@ -216,6 +218,7 @@ impl State {
             gc_queue: VecDeque::new(),
             in_gc: false,
             history_limit: history_limit.max(1),
+            pdb_dirty: BTreeSet::new(),
             rng: seed | 1,
             counter: 0,
         }
@@ -297,6 +300,16 @@ impl State {
     }
 
     fn publish(&mut self, kind: usize, ev: Event) {
+        let info = &self.kinds[kind].info;
+        if (info.group.is_empty() && info.plural == "pods")
+            || (info.group == "policy" && info.plural == "poddisruptionbudgets")
+            || info.scale.is_some()
+        {
+            let ns = meta_str(&ev.obj, "namespace")
+                .unwrap_or_default()
+                .to_string();
+            self.pdb_dirty.insert(ns);
+        }
         let limit = self.history_limit;
         let ks = &mut self.kinds[kind];
         let ev = Arc::new(ev);
@@ -734,6 +747,13 @@ impl State {
         }
         let obj = self.replace(kind, key, new, Some(managed));
         Ok((obj, true))
+    }
+}
+
+impl State {
+    /// Where the object with this uid is stored.
+    pub fn by_uid(&self, uid: &str) -> Option<(usize, ObjKey)> {
+        self.uids.get(uid).cloned()
     }
 }
 

@@ -755,12 +755,15 @@ async fn garbage_collection_foreground_and_orphan() {
 }
 
 async fn ready_pod(pods: &Api<Pod>, name: &str, ready: bool) {
-    pods.create(
-        &PostParams::default(),
-        &fixtures::pod("default", name, "img:1", [("app", "db")]),
-    )
-    .await
-    .unwrap();
+    make_pod(pods, name, ready, "db", None).await;
+}
+
+async fn make_pod(pods: &Api<Pod>, name: &str, ready: bool, app: &str, owner: Option<&Widget>) {
+    let mut pod = fixtures::pod("default", name, "img:1", [("app", app)]);
+    pod.metadata.owner_references = owner
+        .and_then(|o| o.controller_owner_ref(&()))
+        .map(|r| vec![r]);
+    pods.create(&PostParams::default(), &pod).await.unwrap();
     let status = if ready { "True" } else { "False" };
     pods.patch_status(
         name,
@@ -785,6 +788,17 @@ async fn eviction_respects_pod_disruption_budget() {
     .await
     .unwrap();
 
+    // The budget's status is kept up to date, as by the disruption controller.
+    let st = pdbs.get("budget").await.unwrap().status.unwrap();
+    assert_eq!(
+        (
+            st.current_healthy,
+            st.desired_healthy,
+            st.expected_pods,
+            st.disruptions_allowed
+        ),
+        (2, 2, 2, 0)
+    );
     let err = pods.evict("p0", &EvictParams::default()).await.unwrap_err();
     match err {
         kube::Error::Api(st) => {
@@ -796,33 +810,57 @@ async fn eviction_respects_pod_disruption_budget() {
     }
     assert!(pods.get_opt("p0").await.unwrap().is_some());
 
-    // With maxUnavailable 50% of 2 pods, one eviction is allowed, the second is not.
-    pdbs.delete("budget", &DeleteParams::default())
+    // Pods of a controller with a scale subresource: the expected count is its replicas, so
+    // an evicted (not yet replaced) pod still counts. maxUnavailable 50% of 2 allows one.
+    let ws: Api<Widget> = Api::namespaced(s.client(), "default");
+    let owner = ws
+        .create(&PostParams::default(), &widget("default", "web", 2))
         .await
         .unwrap();
+    make_pod(&pods, "w0", true, "web", Some(&owner)).await;
+    make_pod(&pods, "w1", true, "web", Some(&owner)).await;
     pdbs.create(
         &PostParams::default(),
         &fixtures::pdb_max_unavailable(
             "default",
-            "budget",
-            [("app", "db")],
+            "web",
+            [("app", "web")],
             IntOrString::String("50%".into()),
         ),
     )
     .await
     .unwrap();
-    pods.evict("p0", &EvictParams::default()).await.unwrap();
-    assert!(pods.get_opt("p0").await.unwrap().is_none());
-    ready_pod(&pods, "p2", false).await;
-    let err = pods.evict("p1", &EvictParams::default()).await.unwrap_err();
+    assert_eq!(
+        pdbs.get("web")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .disruptions_allowed,
+        1
+    );
+    pods.evict("w0", &EvictParams::default()).await.unwrap();
+    assert!(pods.get_opt("w0").await.unwrap().is_none());
+    let st = pdbs.get("web").await.unwrap().status.unwrap();
+    assert_eq!(
+        (
+            st.current_healthy,
+            st.desired_healthy,
+            st.expected_pods,
+            st.disruptions_allowed
+        ),
+        (1, 1, 2, 0)
+    );
+    let err = pods.evict("w1", &EvictParams::default()).await.unwrap_err();
     assert_eq!(api_err(err).0, 429);
-    // An unready pod can go while the budget is healthy (1 healthy of 2 expected, needs 1).
-    pods.evict("p2", &EvictParams::default()).await.unwrap();
+    // An unready pod can go while the budget is healthy (1 healthy, needs 1).
+    make_pod(&pods, "w2", false, "web", Some(&owner)).await;
+    pods.evict("w2", &EvictParams::default()).await.unwrap();
 
     // Pods not covered by any budget are evicted freely.
     pods.create(
         &PostParams::default(),
-        &fixtures::pod("default", "free", "img:1", [("app", "web")]),
+        &fixtures::pod("default", "free", "img:1", [("app", "free")]),
     )
     .await
     .unwrap();
@@ -992,4 +1030,72 @@ async fn discovery_and_crd_through_api() {
         .unwrap();
     use kube::runtime::wait::Condition;
     assert!(kube::runtime::conditions::is_crd_established().matches_object(Some(&crd)));
+}
+
+#[tokio::test]
+async fn serves_every_api_crd() {
+    use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+    let s = TestServer::new();
+    let client = s.client();
+    let crds = pgpool_api::crds::all();
+    assert!(!crds.is_empty());
+    for crd in crds {
+        let version = crd
+            .spec
+            .versions
+            .iter()
+            .find(|v| v.storage)
+            .expect("a storage version");
+        let gvk = GroupVersionKind::gvk(&crd.spec.group, &version.name, &crd.spec.names.kind);
+        let ar = ApiResource::from_gvk_with_plural(&gvk, &crd.spec.names.plural);
+        let namespaced = crd.spec.scope == "Namespaced";
+        let api: Api<DynamicObject> = if namespaced {
+            Api::namespaced_with(client.clone(), "default", &ar)
+        } else {
+            Api::all_with(client.clone(), &ar)
+        };
+        let mut obj = DynamicObject::new("x", &ar);
+        obj.data = json!({"spec": {}});
+        let created = api.create(&PostParams::default(), &obj).await.unwrap();
+        assert_eq!(
+            created.metadata.namespace.is_some(),
+            namespaced,
+            "{}",
+            ar.plural
+        );
+        assert_eq!(
+            api.list(&ListParams::default()).await.unwrap().items.len(),
+            1
+        );
+        let has_status = version
+            .subresources
+            .as_ref()
+            .is_some_and(|s| s.status.is_some());
+        let status = api
+            .patch_status(
+                "x",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"observedGeneration": 1}})),
+            )
+            .await;
+        assert_eq!(
+            status.is_ok(),
+            has_status,
+            "{} status subresource",
+            ar.plural
+        );
+        let has_scale = version
+            .subresources
+            .as_ref()
+            .is_some_and(|s| s.scale.is_some());
+        if has_scale {
+            let path = format!(
+                "/apis/{}/{}/namespaces/default/{}/x/scale",
+                crd.spec.group, version.name, crd.spec.names.plural
+            );
+            let req = http::Request::get(path).body(Vec::new()).unwrap();
+            let scale: serde_json::Value = client.request(req).await.unwrap();
+            assert_eq!(scale["kind"], "Scale");
+        }
+    }
 }

@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 #[tokio::test]
 async fn separate_process_lists_and_watches() {
     let s = server();
-    let listening = s.listen().await.unwrap();
+    let listening = s.listen_as("probe").await.unwrap();
     let kubeconfig = std::fs::read_to_string(listening.kubeconfig_path()).unwrap();
     assert!(kubeconfig.contains(&listening.url()));
 
@@ -56,8 +56,8 @@ async fn separate_process_lists_and_watches() {
     assert!(status.success());
 
     let remote = log.snapshot();
-    assert!(remote.sum(|k| k.verb == Verb::List && k.agent != "client") >= 2);
-    assert_eq!(remote.writes_excluding(&["client"]), 0);
+    assert!(remote.sum(|k| k.verb == Verb::List && k.agent == "probe") >= 2);
+    assert_eq!(remote.writes_by("probe"), 0);
 
     // After shutdown, the port no longer answers.
     let addr = listening.addr();
