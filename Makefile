@@ -4,7 +4,7 @@
 CARGO ?= cargo
 .DEFAULT_GOAL := help
 
-.PHONY: help build test lint fmt crds
+.PHONY: help build test lint fmt crds bench
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,3 +24,7 @@ fmt: ## Format the code
 
 crds: ## Regenerate the CRD YAML in the charts from the Rust types
 	$(CARGO) run -q -p pgpool-api --bin crdgen -- --write .
+
+bench: ## Benchmark both operators against the in-memory API server (release build; prints tables)
+	$(CARGO) build --release -p pgpool-provisioner -p pgpool-ops-manager --bins
+	$(CARGO) run --release -p bench -- $(BENCH_ARGS)

@@ -1,0 +1,493 @@
+//! Benchmark of both operators: the real `pgpool-provisioner` and `pgpool-ops-manager`
+//! binaries run as processes against the testkit API server on 127.0.0.1 (with its simulated
+//! kubelet making pods Ready at once), and this program measures what a user pays:
+//!
+//! 1. provisioning throughput: N Pgpools created at once, time until all are Ready, and API
+//!    requests per Pgpool by verb;
+//! 2. steady state: requests per minute with N Ready Pgpools and nothing changing;
+//! 3. update overhead: UpdateVersion of a Pgpool with 1, 3 and 9 replicas, wall time and per
+//!    pod (pods become Ready at once, so this is the operators' own overhead);
+//! 4. memory: peak RSS of each operator process;
+//! 5. scaling: all of the above for each N.
+//!
+//! `make bench` builds the binaries in release mode and runs this.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use kube::api::{Api, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use pgpool_api::{AppBinding, OpsRequestPhase, PgpoolOpsRequest, PgpoolPhase, PgpoolVersion};
+use testkit::{Kubelet, KubeletConfig, RequestCounts, TestServer};
+
+const NS: &str = "bench";
+const PROVISIONER: &str = "pgpool-provisioner";
+const OPS_MANAGER: &str = "pgpool-ops-manager";
+
+#[derive(Parser, Debug)]
+#[command(about = "Measure the pgpool operators against the in-memory API server")]
+struct Args {
+    /// Numbers of Pgpools to provision, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    sizes: Vec<usize>,
+    /// Replica counts of the Pgpools whose UpdateVersion is timed in every run.
+    #[arg(long, value_delimiter = ',', default_value = "1,3,9")]
+    update_replicas: Vec<i32>,
+    /// Length of the steady-state window, in seconds.
+    #[arg(long, default_value_t = 20)]
+    steady_seconds: u64,
+    /// Directory holding the operator binaries.
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// Longest time any single wait may take, in seconds.
+    #[arg(long, default_value_t = 240)]
+    timeout_seconds: u64,
+}
+
+/// Results of one run.
+#[derive(Debug, Default)]
+struct RunResult {
+    n: usize,
+    provision_secs: f64,
+    requests_per_pgpool: BTreeMap<String, f64>,
+    steady_per_minute: f64,
+    steady_writes: u64,
+    updates: Vec<(i32, f64)>,
+    rss_kib: BTreeMap<&'static str, u64>,
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    for bin in [PROVISIONER, OPS_MANAGER] {
+        let path = args.bin_dir.join(bin);
+        if !path.exists() {
+            bail!(
+                "{} not found: build it first (`cargo build --release --bins`) or pass --bin-dir",
+                path.display()
+            );
+        }
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "pgpool-operator benchmark: {cores} cores, sizes {:?}",
+        args.sizes
+    );
+    let mut results = Vec::new();
+    for &n in &args.sizes {
+        eprintln!("== N = {n}");
+        results.push(
+            run(&args, n)
+                .await
+                .with_context(|| format!("run with N = {n}"))?,
+        );
+    }
+    print_table(&results, &args);
+    Ok(())
+}
+
+async fn run(args: &Args, n: usize) -> anyhow::Result<RunResult> {
+    let timeout = Duration::from_secs(args.timeout_seconds);
+    let server = TestServer::new();
+    let listening = server.listen().await?;
+    let _kubelet = Kubelet::start(
+        server.client_as("kubelet"),
+        KubeletConfig::default().ready_delay(Duration::ZERO),
+    );
+    let client = server.client_as("bench");
+    seed(&client).await?;
+
+    let mut provisioner = Operator::spawn(&args.bin_dir, PROVISIONER, listening.kubeconfig_path())?;
+    let mut ops = Operator::spawn(&args.bin_dir, OPS_MANAGER, listening.kubeconfig_path())?;
+    provisioner.wait_ready(timeout).await?;
+    ops.wait_ready(timeout).await?;
+
+    let mut result = RunResult {
+        n,
+        ..RunResult::default()
+    };
+
+    // 1. provisioning throughput
+    let mark = server.requests().mark();
+    let started = Instant::now();
+    let names: Vec<String> = (0..n).map(|i| format!("pp-{i:05}")).collect();
+    let pgpools: Api<pgpool_api::Pgpool> = Api::namespaced(client.clone(), NS);
+    futures::stream::iter(names.iter().cloned())
+        .map(|name| {
+            let api = pgpools.clone();
+            async move {
+                api.create(&PostParams::default(), &pgpool(&name, "4.5.3", 1))
+                    .await
+            }
+        })
+        .buffer_unordered(64)
+        .try_collect::<Vec<_>>()
+        .await?;
+    wait_pgpools_ready(&pgpools, &names, timeout).await?;
+    result.provision_secs = started.elapsed().as_secs_f64();
+    let counts = server.requests().since(&mark);
+    result.requests_per_pgpool = per_verb(&counts, n);
+
+    // 2. steady state: a measurement window, nothing to wait for.
+    let mark = server.requests().mark();
+    let window = Duration::from_secs(args.steady_seconds);
+    tokio::time::sleep(window).await;
+    let counts = server.requests().since(&mark);
+    let operator_requests = operator_total(&counts, |_| true);
+    result.steady_per_minute = operator_requests as f64 * 60.0 / window.as_secs_f64();
+    result.steady_writes = operator_total(&counts, |k| k.verb.is_write());
+
+    // 3. update overhead
+    for &replicas in &args.update_replicas {
+        let name = format!("upd-{replicas}");
+        pgpools
+            .create(&PostParams::default(), &pgpool(&name, "4.5.3", replicas))
+            .await?;
+        wait_pgpools_ready(&pgpools, std::slice::from_ref(&name), timeout).await?;
+        let requests: Api<PgpoolOpsRequest> = Api::namespaced(client.clone(), NS);
+        let started = Instant::now();
+        requests
+            .create(&PostParams::default(), &update_request(&name))
+            .await?;
+        let phase = wait_request_final(&requests, &name, timeout).await?;
+        if phase != OpsRequestPhase::Successful {
+            bail!("UpdateVersion of {name} ended {phase:?}");
+        }
+        result
+            .updates
+            .push((replicas, started.elapsed().as_secs_f64()));
+    }
+
+    // 4. memory
+    result
+        .rss_kib
+        .insert(PROVISIONER, provisioner.peak_rss_kib()?);
+    result.rss_kib.insert(OPS_MANAGER, ops.peak_rss_kib()?);
+    provisioner.stop();
+    ops.stop();
+    Ok(result)
+}
+
+fn is_operator(agent: &str) -> bool {
+    agent.starts_with(PROVISIONER) || agent.starts_with(OPS_MANAGER)
+}
+
+fn operator_total(counts: &RequestCounts, pred: impl Fn(&testkit::RequestKey) -> bool) -> u64 {
+    counts.sum(|k| is_operator(&k.agent) && pred(k))
+}
+
+fn per_verb(counts: &RequestCounts, n: usize) -> BTreeMap<String, f64> {
+    let mut by_verb = BTreeMap::new();
+    for (key, count) in counts.iter() {
+        if is_operator(&key.agent) {
+            *by_verb.entry(key.verb.as_str().to_string()).or_insert(0.0) += count as f64;
+        }
+    }
+    for v in by_verb.values_mut() {
+        *v /= n as f64;
+    }
+    by_verb
+}
+
+async fn seed(client: &Client) -> anyhow::Result<()> {
+    let pp = PostParams::default();
+    let ns: Api<Namespace> = Api::all(client.clone());
+    ns.create(
+        &pp,
+        &serde_json::from_value(serde_json::json!({"metadata": {"name": NS}}))?,
+    )
+    .await?;
+    let versions: Api<PgpoolVersion> = Api::all(client.clone());
+    for (v, allow) in [
+        ("4.5.3", ">= 4.5.3, <= 4.6.0"),
+        ("4.6.0", ">= 4.6.0, <= 4.6.0"),
+    ] {
+        versions
+            .create(
+                &pp,
+                &serde_json::from_value(serde_json::json!({
+                    "apiVersion": "catalog.kubedb.com/v1alpha1",
+                    "kind": "PgpoolVersion",
+                    "metadata": {"name": v},
+                    "spec": {
+                        "version": v,
+                        "pgpool": {"image": format!("ghcr.io/appscode-images/pgpool2:{v}")},
+                        "exporter": {"image": "ghcr.io/appscode-images/pgpool2_exporter:v1.2.2"},
+                        "updateConstraints": {"allowlist": [allow]},
+                        "securityContext": {"runAsUser": 70}
+                    }
+                }))?,
+            )
+            .await?;
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    secrets
+        .create(
+            &pp,
+            &testkit::fixtures::secret(
+                NS,
+                "ha-postgres-auth",
+                [("username", "postgres"), ("password", "bench-password")],
+            ),
+        )
+        .await?;
+    let services: Api<Service> = Api::namespaced(client.clone(), NS);
+    services
+        .create(
+            &pp,
+            &testkit::fixtures::service(NS, "ha-postgres", [("app", "postgres")], 5432),
+        )
+        .await?;
+    let bindings: Api<AppBinding> = Api::namespaced(client.clone(), NS);
+    let text = std::fs::read_to_string(repo_root().join("examples/appbinding.yaml"))?;
+    let mut binding: AppBinding = serde_yaml::from_str(&text)?;
+    binding.metadata.namespace = Some(NS.into());
+    bindings.create(&pp, &binding).await?;
+    Ok(())
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn pgpool(name: &str, version: &str, replicas: i32) -> pgpool_api::Pgpool {
+    let mut p = pgpool_api::Pgpool::new(
+        name,
+        serde_json::from_value(serde_json::json!({
+            "version": version,
+            "replicas": replicas,
+            "postgresRef": {"name": "ha-postgres", "namespace": NS},
+            "deletionPolicy": "WipeOut"
+        }))
+        .expect("static spec"),
+    );
+    p.metadata.namespace = Some(NS.into());
+    p
+}
+
+fn update_request(pgpool: &str) -> PgpoolOpsRequest {
+    let mut r = PgpoolOpsRequest::new(
+        &format!("{pgpool}-update"),
+        serde_json::from_value(serde_json::json!({
+            "type": "UpdateVersion",
+            "databaseRef": {"name": pgpool},
+            "updateVersion": {"targetVersion": "4.6.0"}
+        }))
+        .expect("static spec"),
+    );
+    r.metadata.namespace = Some(NS.into());
+    r
+}
+
+async fn wait_pgpools_ready(
+    api: &Api<pgpool_api::Pgpool>,
+    names: &[String],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let wanted: HashSet<&str> = names.iter().map(String::as_str).collect();
+    let mut ready = HashSet::new();
+    let stream = watcher(api.clone(), watcher::Config::default()).applied_objects();
+    let mut stream = std::pin::pin!(stream);
+    let wait = async {
+        while let Some(p) = stream.try_next().await? {
+            let name = p.name_any();
+            if !wanted.contains(name.as_str()) {
+                continue;
+            }
+            if p.status.as_ref().and_then(|s| s.phase) == Some(PgpoolPhase::Ready) {
+                ready.insert(name);
+                if ready.len() == wanted.len() {
+                    return Ok(());
+                }
+            }
+        }
+        bail!("watch ended")
+    };
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(r) => r,
+        Err(_) => bail!(
+            "only {} of {} Pgpools Ready after {timeout:?}",
+            ready.len(),
+            wanted.len()
+        ),
+    }
+}
+
+async fn wait_request_final(
+    api: &Api<PgpoolOpsRequest>,
+    pgpool: &str,
+    timeout: Duration,
+) -> anyhow::Result<OpsRequestPhase> {
+    let name = format!("{pgpool}-update");
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let stream = watcher(api.clone(), cfg).applied_objects();
+    let mut stream = std::pin::pin!(stream);
+    let wait = async {
+        while let Some(r) = stream.try_next().await? {
+            if let Some(phase) = r.status.as_ref().and_then(|s| s.phase)
+                && phase.is_final()
+            {
+                return Ok(phase);
+            }
+        }
+        bail!("watch ended")
+    };
+    tokio::time::timeout(timeout, wait)
+        .await
+        .with_context(|| format!("{name} not finished after {timeout:?}"))?
+}
+
+/// An operator binary running as a child process.
+struct Operator {
+    name: &'static str,
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Operator {
+    fn spawn(bin_dir: &Path, name: &'static str, kubeconfig: &Path) -> anyhow::Result<Self> {
+        let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let child = Command::new(bin_dir.join(name))
+            .env("KUBECONFIG", kubeconfig)
+            .env_remove("POD_NAMESPACE")
+            .env_remove("WATCH_NAMESPACE")
+            .args([
+                "--leader-elect=false",
+                "--log-level=warn",
+                &format!("--metrics-bind-address={addr}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("start {name}"))?;
+        Ok(Self { name, child, addr })
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("{} exited with {status}", self.name);
+            }
+            if http_get(self.addr, "/readyz").is_ok_and(|(code, _)| code == 200) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{} not ready after {timeout:?}", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Peak resident set size (VmHWM) in KiB.
+    fn peak_rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmHWM in /proc status")
+    }
+
+    fn stop(&mut self) {
+        // SIGTERM, then wait: the operators shut down gracefully.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    let code = body
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, body))
+}
+
+fn print_table(results: &[RunResult], args: &Args) {
+    println!();
+    println!("## Provisioning (pods Ready at once)");
+    println!("| N | time to all Ready (s) | Pgpools/s | API requests per Pgpool (by verb) |");
+    println!("|---:|---:|---:|---|");
+    for r in results {
+        let verbs: Vec<String> = r
+            .requests_per_pgpool
+            .iter()
+            .map(|(v, c)| format!("{v} {c:.1}"))
+            .collect();
+        println!(
+            "| {} | {:.2} | {:.0} | {} |",
+            r.n,
+            r.provision_secs,
+            r.n as f64 / r.provision_secs,
+            verbs.join(", ")
+        );
+    }
+    println!();
+    println!(
+        "## Steady state ({} s window, nothing changing)",
+        args.steady_seconds
+    );
+    println!("| N | operator requests/min | writes in window |");
+    println!("|---:|---:|---:|");
+    for r in results {
+        println!(
+            "| {} | {:.1} | {} |",
+            r.n, r.steady_per_minute, r.steady_writes
+        );
+    }
+    println!();
+    println!("## UpdateVersion 4.5.3 -> 4.6.0 (pods Ready at once)");
+    println!("| N | replicas | wall time (s) | per pod (s) |");
+    println!("|---:|---:|---:|---:|");
+    for r in results {
+        for (replicas, secs) in &r.updates {
+            println!(
+                "| {} | {} | {:.3} | {:.3} |",
+                r.n,
+                replicas,
+                secs,
+                secs / f64::from(*replicas)
+            );
+        }
+    }
+    println!();
+    println!("## Peak RSS (MiB)");
+    println!("| N | {PROVISIONER} | {OPS_MANAGER} |");
+    println!("|---:|---:|---:|");
+    for r in results {
+        println!(
+            "| {} | {:.1} | {:.1} |",
+            r.n,
+            r.rss_kib.get(PROVISIONER).copied().unwrap_or(0) as f64 / 1024.0,
+            r.rss_kib.get(OPS_MANAGER).copied().unwrap_or(0) as f64 / 1024.0
+        );
+    }
+}
