@@ -24,10 +24,22 @@ struct Cli {
 async fn main() -> ExitCode {
     let cli: Cli = operator_kit::parse_args(&INFO);
     let result = operator_kit::run(INFO, cli.common, |ctx: RunContext| async move {
-        // The PgpoolOpsRequest controller is started here. Until it exists, report it
-        // as synced and idle until shutdown.
-        ctx.readiness.controller("pgpoolopsrequest").set_synced();
-        ctx.shutdown_requested().await;
+        let readiness = ctx.readiness.controller("pgpoolopsrequest");
+        let config = pgpool_ops_manager::OpsManagerConfig {
+            namespace: ctx.watch_namespace.clone(),
+            concurrency: ctx.concurrency,
+            instance: ctx.identity.clone(),
+            ..Default::default()
+        };
+        let shutdown = ctx.shutdown.clone();
+        pgpool_ops_manager::run(
+            ctx.client.clone(),
+            config,
+            &ctx.registry,
+            async move { shutdown.cancelled().await },
+            move || readiness.set_synced(),
+        )
+        .await?;
         Ok(())
     })
     .await;
