@@ -15,8 +15,8 @@ use kube::api::{
     DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams, Preconditions,
 };
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use operator_kit::EventRecorder;
 use pgpool_api::conditions::{self, NewCondition, ops};
@@ -81,7 +81,21 @@ pub(crate) async fn run(
         api::<PgpoolOpsRequest>(&client, &ns),
         watcher::Config::default(),
     );
-    let store = controller.store();
+    // The mappers and the metrics read requests from a reflector of our own: it is the only
+    // store `ready` waits on (a kube store's readiness wakes only one waiter, and that one must
+    // stay the controller's).
+    let (store, writer) = reflector::store::<PgpoolOpsRequest>();
+    let reflector_task = tokio::spawn(
+        reflector(
+            writer,
+            watcher(
+                api::<PgpoolOpsRequest>(&client, &ns),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
+        )
+        .for_each(|_| async {}),
+    );
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         store: store.clone(),
@@ -171,6 +185,7 @@ pub(crate) async fn run(
         .await;
     ready_task.abort();
     stop_task.abort();
+    reflector_task.abort();
 }
 
 /// Requests of Pgpool `pgpool` in `ns` that have not ended, from the cache.
@@ -424,10 +439,15 @@ impl<'a> Run<'a> {
                 "resourceVersion": self.req.resource_version(),
             }
         });
-        self.req = self
+        // Keep the status being built locally; take the new resourceVersion.
+        let status = self.req.status.take();
+        let patched = self
             .reqs
             .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+            .await;
+        self.req.status = status;
+        let patched = patched?;
+        self.req.metadata = patched.metadata;
         Ok(())
     }
 
@@ -490,6 +510,7 @@ impl<'a> Run<'a> {
             .filter(|r| r.spec.database_ref.name == self.pgpool)
             .collect();
         let decision = plan::queue_decision(&self.req, &siblings);
+        tracing::debug!(request = %self.name, ?decision, "queue");
         match decision {
             plan::QueueDecision::Start => {
                 self.start().await?;
@@ -531,7 +552,13 @@ impl<'a> Run<'a> {
     /// Take the Pgpool's slot: finalizer first (so a deletion cannot skip the resume), then
     /// validation, whose first write marks the request Progressing.
     async fn start(&mut self) -> Result<()> {
-        self.add_finalizer().await?;
+        let verdict = self.verdict().await?;
+        if matches!(
+            verdict,
+            Verdict::Proceed { .. } | Verdict::WaitForReady { .. }
+        ) {
+            self.add_finalizer().await?;
+        }
         self.set_phase(OpsRequestPhase::Progressing);
         if let Some(m) = self.ctx.marks.lock().ok().as_mut() {
             m.insert(
@@ -540,13 +567,14 @@ impl<'a> Run<'a> {
             );
         }
         // Every outcome of validation writes the status (Progressing, or final).
-        self.step_validate().await?;
+        self.apply_verdict(verdict).await?;
         Ok(())
     }
 
     async fn drive(&mut self) -> Result<Action> {
         loop {
             let step = plan::next_step(self.t, self.conds());
+            tracing::debug!(request = %self.name, ?step, "step");
             if self.req.metadata.deletion_timestamp.is_some()
                 && !matches!(step, Step::Rollback | Step::Done)
                 && !conditions::is_true(self.conds(), ops::RESTART_PODS)
@@ -627,8 +655,13 @@ impl<'a> Run<'a> {
     }
 
     async fn step_validate(&mut self) -> Result<Flow> {
+        let verdict = self.verdict().await?;
+        self.apply_verdict(verdict).await
+    }
+
+    async fn apply_verdict(&mut self, verdict: Verdict) -> Result<Flow> {
         let start = plan::start_condition(self.t);
-        match self.verdict().await? {
+        match verdict {
             Verdict::Fail { reason, message } => {
                 self.fail(reason, message).await?;
                 Ok(Flow::Next)
@@ -1273,8 +1306,13 @@ impl<'a> Run<'a> {
             }
         }
         self.set_phase(phase);
-        self.save().await?;
+        // The finalizer goes first, so that a final phase means the request is done with; a
+        // deleted request may then vanish before its final status is written.
         self.remove_finalizer().await?;
+        match self.save().await {
+            Err(ReconcileError::Kube(e)) if is_status(&e, 404) => {}
+            other => other?,
+        }
         {
             let started = self
                 .cond(plan::start_condition(self.t))

@@ -201,27 +201,19 @@ fn same(a: &PgpoolOpsRequest, b: &PgpoolOpsRequest) -> bool {
 /// Decide whether `me` (not Progressing, not final) may start. `siblings` are the requests for
 /// the same Pgpool in the same namespace, fresh from the API server; `me` may be among them.
 ///
-/// Rules (DESIGN.md §5): at most one Progressing request per Pgpool; a request with a newer
-/// live request of the same type is Skipped; the others start oldest first.
+/// Rules (DESIGN.md §5): a request with a newer live (Pending or Progressing) request of the
+/// same type is Skipped; otherwise it waits while another request is Progressing; the others
+/// start oldest first.
 pub fn queue_decision(me: &PgpoolOpsRequest, siblings: &[PgpoolOpsRequest]) -> QueueDecision {
+    // Requests being deleted before they started go away without running.
     let live: Vec<&PgpoolOpsRequest> = siblings
         .iter()
         .filter(|r| !same(r, me) && !phase_of(r).is_final())
+        .filter(|r| {
+            r.metadata.deletion_timestamp.is_none() || phase_of(r) == OpsRequestPhase::Progressing
+        })
         .collect();
-    if let Some(running) = live
-        .iter()
-        .find(|r| phase_of(r) == OpsRequestPhase::Progressing)
-    {
-        return QueueDecision::Wait {
-            behind: running.metadata.name.clone().unwrap_or_default(),
-        };
-    }
-    // Requests being deleted before they started go away without running.
-    let waiting: Vec<&PgpoolOpsRequest> = live
-        .into_iter()
-        .filter(|r| r.metadata.deletion_timestamp.is_none())
-        .collect();
-    let newest_same_type = waiting
+    let newest_same_type = live
         .iter()
         .filter(|r| r.spec.type_ == me.spec.type_ && queue_order(r, me) == Ordering::Greater)
         .max_by(|a, b| queue_order(a, b));
@@ -230,6 +222,15 @@ pub fn queue_decision(me: &PgpoolOpsRequest, siblings: &[PgpoolOpsRequest]) -> Q
             newer: newer.metadata.name.clone().unwrap_or_default(),
         };
     }
+    if let Some(running) = live
+        .iter()
+        .find(|r| phase_of(r) == OpsRequestPhase::Progressing)
+    {
+        return QueueDecision::Wait {
+            behind: running.metadata.name.clone().unwrap_or_default(),
+        };
+    }
+    let waiting = live;
     let superseded = |r: &PgpoolOpsRequest| {
         waiting.iter().any(|o| {
             o.spec.type_ == r.spec.type_ && !same(o, r) && queue_order(o, r) == Ordering::Greater

@@ -211,6 +211,12 @@ fn queue_rules() {
         queue_decision(&b, &[a.clone(), b.clone(), p.clone()]),
         QueueDecision::Wait { behind: "p".into() }
     );
+    // A newer UpdateVersion already Progressing: the older pending one is skipped.
+    let newer_running = request("n", "UpdateVersion", "4.6.0", 9, Some("Progressing"));
+    assert_eq!(
+        queue_decision(&a, &[a.clone(), newer_running.clone()]),
+        QueueDecision::Skip { newer: "n".into() }
+    );
     // Two UpdateVersion pending: the older is skipped, naming the newer.
     assert_eq!(
         queue_decision(&a, &[a.clone(), b.clone()]),
