@@ -185,6 +185,42 @@ impl Env {
         .await
     }
 
+    /// Waits until a reconcile that started after the test's last write to `resource`
+    /// `name` has finished, and every reconcile that started before it too. A reconcile
+    /// starts by listing pods and revisions in its namespace and is counted in the metrics
+    /// when it ends, so: a revision list by the controller after that write, and as many
+    /// finished reconciles as revision lists.
+    async fn wait_reconciled_after(&self, resource: &str, name: &str) {
+        let done = || {
+            let records = self.server.requests().records();
+            let Some(write) = records.iter().rev().find(|r| {
+                r.key.agent == "test"
+                    && r.key.verb.is_write()
+                    && r.key.resource == resource
+                    && r.name.as_deref() == Some(name)
+            }) else {
+                return false;
+            };
+            let lists: Vec<u64> = records
+                .iter()
+                .filter(|r| {
+                    r.key.agent == AGENT
+                        && r.key.verb == Verb::List
+                        && r.key.resource == "controllerrevisions"
+                        && r.namespace.as_deref() == Some(NS)
+                })
+                .map(|r| r.seq)
+                .collect();
+            let finished = self.reconciles("success") + self.reconciles("error");
+            lists.iter().any(|seq| *seq > write.seq) && finished >= lists.len() as f64
+        };
+        until(
+            &format!("a reconcile after writing {resource} {name}"),
+            done,
+        )
+        .await;
+    }
+
     async fn pod(&self, name: &str) -> Pod {
         self.pods().get(name).await.expect("get pod")
     }
@@ -515,8 +551,7 @@ async fn parallel_creates_all_pods_without_waiting_for_readiness() {
     .await;
     env.wait_status("ord", "ord reports its first pod", |_, s| s.replicas == 1)
         .await;
-    // The first pod is Running but never Ready; trigger more reconciles and look again.
-    let before = env.reconciles("success");
+    // The first pod is Running but never Ready; trigger a reconcile and look again.
     env.pods()
         .patch(
             "ord-0",
@@ -525,10 +560,7 @@ async fn parallel_creates_all_pods_without_waiting_for_readiness() {
         )
         .await
         .unwrap();
-    until("a reconcile after the poke", || {
-        env.reconciles("success") > before
-    })
-    .await;
+    env.wait_reconciled_after("pods", "ord-0").await;
     assert!(env.pods().get_opt("ord-1").await.unwrap().is_none());
     env.stop().await;
 }
@@ -942,15 +974,8 @@ async fn steady_state_makes_no_writes() {
     ))
     .await;
     env.wait_settled("s", 2).await;
-    // Let the reconcile that saw the final status finish.
-    let settled = env.reconciles("success");
-    until("a reconcile after settling", || {
-        env.reconciles("success") > settled
-    })
-    .await;
 
     let mark = env.server.requests().mark();
-    let before = env.reconciles("success");
     // Changes that trigger reconciles but need no work: PetSet metadata, a pod label.
     env.petsets()
         .patch(
@@ -960,11 +985,7 @@ async fn steady_state_makes_no_writes() {
         )
         .await
         .unwrap();
-    until("a reconcile after touching the PetSet", || {
-        env.reconciles("success") > before
-    })
-    .await;
-    let before = env.reconciles("success");
+    env.wait_reconciled_after("petsets", "s").await;
     env.pods()
         .patch(
             "s-1",
@@ -973,10 +994,7 @@ async fn steady_state_makes_no_writes() {
         )
         .await
         .unwrap();
-    until("a reconcile after touching a pod", || {
-        env.reconciles("success") > before
-    })
-    .await;
+    env.wait_reconciled_after("pods", "s-1").await;
     let since = env.server.requests().since(&mark);
     assert_eq!(
         since.writes_by(AGENT),

@@ -16,6 +16,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource as _, ResourceExt as _};
 use operator_kit::{EventRecorder, EventType};
 use pgpool_api::PetSet;
+use pgpool_api::names::{LABEL_POD_NAME, LABEL_REVISION_HASH};
 use prometheus::Registry;
 use tokio::sync::oneshot;
 
@@ -105,9 +106,15 @@ pub async fn run(
         let _ = stop_tx.send(());
     });
 
+    // Only pods and revisions that carry the labels this controller puts on them: the
+    // watches then skip the other pods of the cluster. (Reconciles list by the PetSet's
+    // selector, so a pod whose labels were edited away is still seen there.)
     let controller = Controller::new(petsets, watcher::Config::default())
-        .owns(pods, watcher::Config::default())
-        .owns(revisions, watcher::Config::default())
+        .owns(pods, watcher::Config::default().labels(LABEL_POD_NAME))
+        .owns(
+            revisions,
+            watcher::Config::default().labels(LABEL_REVISION_HASH),
+        )
         .with_config(controller::Config::default().concurrency(cfg.concurrency))
         .graceful_shutdown_on(stop_rx.map(|_| ()));
 
