@@ -1,1 +1,15 @@
+//! End-to-end tests of the pgpool operators on a real cluster, and the chart checks.
+//!
+//! - [`charts`]: render the Helm charts and parse every manifest strictly
+//!   (`tests/charts.rs`, run by `make charts-check` and by `cargo test`).
+//! - [`cluster`]: whether a cluster is configured (`E2E=1` and a reachable `KUBECONFIG`),
+//!   and the helpers the scenario uses: waiting with watches, client pods running `psql`,
+//!   operator metrics, and a simulated kubelet for control planes without nodes
+//!   (`E2E_SIMULATE_KUBELET=1`). `tests/update_version.rs` is the scenario `make e2e` runs.
 
+pub mod charts;
+pub mod cluster;
+pub mod kubelet;
+pub mod metrics;
+pub mod psql;
+pub mod wait;
