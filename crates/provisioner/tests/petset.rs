@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use kube::{Client, Resource, ResourceExt as _};
 use pgpool_api::PetSet;
@@ -716,9 +716,9 @@ async fn on_delete_replaces_only_deleted_pods_from_the_current_template() {
         assert_eq!(view(&p).image, "img:1");
     }
 
-    // A deleted (evicted) pod comes back from the current template.
+    // An evicted pod (what the ops-manager does) comes back from the current template.
     env.pods()
-        .delete("od-1", &DeleteParams::default())
+        .evict("od-1", &EvictParams::default())
         .await
         .unwrap();
     let ps = env
@@ -1054,5 +1054,35 @@ async fn an_invalid_petset_gets_no_pods() {
             .items
             .is_empty()
     );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_a_petset_leaves_its_pods_to_the_garbage_collector() {
+    let env = Env::start().await;
+    env.create(&petset_object(
+        "g",
+        2,
+        "Parallel",
+        json!({"type": "RollingUpdate"}),
+        "img:1",
+    ))
+    .await;
+    env.wait_settled("g", 2).await;
+    env.petsets()
+        .delete("g", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_list(&env.pods(), "pods collected", |pods: &[Arc<Pod>]| {
+        pods.is_empty()
+    })
+    .await;
+    wait_list(
+        &env.revisions(),
+        "revisions collected",
+        |revs: &[Arc<ControllerRevision>]| revs.is_empty(),
+    )
+    .await;
+    assert_eq!(env.reconciles("error"), 0.0);
     env.stop().await;
 }
