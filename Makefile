@@ -2,9 +2,12 @@
 # `make` alone lists the targets.
 
 CARGO ?= cargo
+# Image names of `make images` and `make e2e`: $(REGISTRY)/pgpool-provisioner:$(IMAGE_TAG).
+REGISTRY ?= ghcr.io/pgpool-operator
+IMAGE_TAG ?= dev
 .DEFAULT_GOAL := help
 
-.PHONY: help build test lint fmt crds bench
+.PHONY: help build test lint fmt crds bench images charts-check e2e e2e-up e2e-clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,3 +31,18 @@ crds: ## Regenerate the CRD YAML in the charts from the Rust types
 bench: ## Benchmark both operators against the in-memory API server (release build; prints tables)
 	$(CARGO) build --release -p pgpool-provisioner -p pgpool-ops-manager --bins
 	$(CARGO) run --release -p bench -- $(BENCH_ARGS)
+
+images: ## Build both operator images as REGISTRY/<binary>:IMAGE_TAG (needs Docker)
+	REGISTRY=$(REGISTRY) IMAGE_TAG=$(IMAGE_TAG) scripts/images.sh
+
+charts-check: ## helm lint + helm template both charts (default and ci/ values), parse every manifest strictly
+	CARGO=$(CARGO) scripts/charts-check.sh
+
+e2e: ## kind cluster, images, both charts, PostgreSQL, then the e2e tests (needs docker, kind, kubectl, helm)
+	REGISTRY=$(REGISTRY) CARGO=$(CARGO) scripts/e2e.sh run
+
+e2e-up: ## Like e2e without running the tests: cluster, images, charts and PostgreSQL ready
+	REGISTRY=$(REGISTRY) CARGO=$(CARGO) scripts/e2e.sh up
+
+e2e-clean: ## Delete the kind cluster of make e2e
+	scripts/e2e.sh clean
