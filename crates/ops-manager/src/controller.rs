@@ -1029,7 +1029,10 @@ impl<'a> Run<'a> {
             Ok(_) => Ok(Eviction::Done),
             // Gone already, or replaced by a pod with another UID.
             Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(Eviction::Done),
-            Err(e) if is_status(&e, 429) => Ok(Eviction::Refused(api_message(&e))),
+            // 429: a PodDisruptionBudget says no for now. Other API answers (500 for a pod
+            // with two budgets, 403 without RBAC) are retried the same way until the step's
+            // timeout, which then fails the request with the API's message.
+            Err(e @ kube::Error::Api(_)) => Ok(Eviction::Refused(api_message(&e))),
             Err(e) => Err(e.into()),
         }
     }

@@ -458,18 +458,26 @@ async fn a_second_request_waits_pending_and_other_pgpools_run_in_parallel() {
 async fn refused_evictions_are_retried_until_they_pass() {
     let env = Env::new(kubelet()).await;
     env.ready_pgpool("pp-update", "4.5.3", 3, false).await;
+    // The provisioner keeps a PodDisruptionBudget for more than one replica; the fake does not.
     let pdbs: kube::Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
         kube::Api::namespaced(env.client.clone(), NS);
-    let selector = names::selector("pp-update");
-    let pdb = fixtures::pdb_max_unavailable(
-        NS,
-        "pp-update-test",
-        selector.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1),
-    );
-    pdbs.create(&PostParams::default(), &pdb)
+    if pdbs
+        .get_opt(&names::pdb("pp-update"))
         .await
-        .expect("pdb");
+        .expect("get pdb")
+        .is_none()
+    {
+        let selector = names::selector("pp-update");
+        let pdb = fixtures::pdb_max_unavailable(
+            NS,
+            &names::pdb("pp-update"),
+            selector.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1),
+        );
+        pdbs.create(&PostParams::default(), &pdb)
+            .await
+            .expect("pdb");
+    }
     env.server.faults().inject(
         FaultRule::new(429)
             .verb(Verb::Create)
