@@ -1,0 +1,445 @@
+//! Status (pure part): the next `Pgpool.status` from the current one and what a reconcile
+//! found, plus the events that the change deserves.
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use pgpool_api::conditions::{self, FALSE, NewCondition, TRUE, UNKNOWN, pgpool as types};
+use pgpool_api::{PgpoolPhase, PgpoolStatus};
+
+use super::validate::Problem;
+
+/// Reason of the `Paused` condition once acknowledged.
+pub const REASON_PAUSE_ACKNOWLEDGED: &str = "PauseAcknowledged";
+/// Reason of conditions while `spec.halted` is true.
+pub const REASON_HALTED: &str = "Halted";
+
+/// Pods of the Pgpool as observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Health {
+    /// Desired replicas.
+    pub replicas: i32,
+    /// Pods that are Ready (and not terminating).
+    pub ready: i32,
+}
+
+/// What a reconcile found.
+#[derive(Debug, Clone)]
+pub enum Outcome<'a> {
+    /// A problem the user must fix; nothing was written.
+    Problem(&'a Problem, Health),
+    /// `spec.halted`: the pooler is stopped.
+    Halted,
+    /// The children are applied; the pods are as observed.
+    Running {
+        /// Pods.
+        health: Health,
+        /// Remarks for the `ProvisioningStarted` message.
+        notes: &'a [String],
+    },
+    /// Paused by an ops request: nothing was written; the pods are as observed.
+    Paused(Health),
+}
+
+/// An event to publish about the Pgpool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventNote {
+    /// Warning (true) or Normal.
+    pub warning: bool,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Message.
+    pub message: String,
+}
+
+/// True when `Paused` asks the provisioner to hold still (Unknown: asked; True: acknowledged).
+pub fn is_paused(status: Option<&PgpoolStatus>) -> bool {
+    status.is_some_and(|s| {
+        conditions::has_status(&s.conditions, types::PAUSED, UNKNOWN)
+            || conditions::has_status(&s.conditions, types::PAUSED, TRUE)
+    })
+}
+
+fn cond<'a>(
+    type_: &'a str,
+    ok: bool,
+    reason: &'a str,
+    message: String,
+    generation: Option<i64>,
+) -> NewCondition<'a> {
+    NewCondition {
+        type_,
+        status: if ok { TRUE } else { FALSE },
+        reason,
+        message,
+        observed_generation: generation,
+    }
+}
+
+fn set_health(cs: &mut Vec<Condition>, h: Health, generation: Option<i64>, now: DateTime<Utc>) {
+    let all = h.ready >= h.replicas && h.replicas > 0;
+    conditions::set(
+        cs,
+        cond(
+            types::REPLICA_READY,
+            all,
+            if all {
+                "AllReplicasReady"
+            } else {
+                "ReplicasNotReady"
+            },
+            format!("{} of {} pods are ready", h.ready, h.replicas),
+            generation,
+        ),
+        now,
+    );
+    let accepting = h.ready >= 1;
+    conditions::set(
+        cs,
+        cond(
+            types::ACCEPTING_CONNECTION,
+            accepting,
+            if accepting {
+                "AcceptingConnection"
+            } else {
+                "NotAcceptingConnection"
+            },
+            if accepting {
+                format!("{} pods accept connections", h.ready)
+            } else {
+                "no pod is ready to accept connections".to_string()
+            },
+            generation,
+        ),
+        now,
+    );
+    let ready = all && accepting;
+    conditions::set(
+        cs,
+        cond(
+            types::READY,
+            ready,
+            if ready {
+                "ReadinessCheckSucceeded"
+            } else {
+                "ReadinessCheckFailed"
+            },
+            if ready {
+                "all pods are ready and accept connections".to_string()
+            } else {
+                format!(
+                    "{} of {} pods are ready; waiting for the rest",
+                    h.ready, h.replicas
+                )
+            },
+            generation,
+        ),
+        now,
+    );
+    if ready {
+        conditions::set(
+            cs,
+            cond(
+                types::PROVISIONED,
+                true,
+                "Provisioned",
+                "the pooler was provisioned".to_string(),
+                generation,
+            ),
+            now,
+        );
+    }
+}
+
+/// The next status and the events to publish. `generation` is the Pgpool's
+/// `metadata.generation`; it becomes `observedGeneration` unless the Pgpool is paused.
+pub fn next_status(
+    current: Option<&PgpoolStatus>,
+    generation: Option<i64>,
+    halted: bool,
+    outcome: &Outcome<'_>,
+    now: DateTime<Utc>,
+) -> (PgpoolStatus, Vec<EventNote>) {
+    let mut status = current.cloned().unwrap_or_default();
+    let old_phase = current.and_then(|s| s.phase);
+    let old_ready = conditions::get(&status.conditions, types::READY).cloned();
+    let old_started = conditions::get(&status.conditions, types::PROVISIONING_STARTED).cloned();
+    let mut events = Vec::new();
+    let cs = &mut status.conditions;
+
+    // Paused is the ops-manager's; only Unknown -> True is ours.
+    if let Some(paused) = conditions::get(cs, types::PAUSED).cloned()
+        && paused.status == UNKNOWN
+    {
+        conditions::set(
+            cs,
+            NewCondition {
+                type_: types::PAUSED,
+                status: TRUE,
+                reason: REASON_PAUSE_ACKNOWLEDGED,
+                message: paused.message.clone(),
+                observed_generation: paused.observed_generation,
+            },
+            now,
+        );
+        events.push(EventNote {
+            warning: false,
+            reason: REASON_PAUSE_ACKNOWLEDGED.into(),
+            message: format!(
+                "paused: no changes to the children until resumed ({})",
+                paused.message
+            ),
+        });
+    }
+
+    let started = conditions::is_true(cs, types::PROVISIONING_STARTED);
+    match outcome {
+        Outcome::Problem(problem, health) => {
+            if !started {
+                conditions::set(
+                    cs,
+                    cond(
+                        types::PROVISIONING_STARTED,
+                        false,
+                        problem.reason,
+                        problem.message.clone(),
+                        generation,
+                    ),
+                    now,
+                );
+            } else {
+                set_health(cs, *health, generation, now);
+            }
+            conditions::set(
+                cs,
+                cond(
+                    types::READY,
+                    false,
+                    problem.reason,
+                    problem.message.clone(),
+                    generation,
+                ),
+                now,
+            );
+        }
+        Outcome::Halted => {
+            let message = "spec.halted is true: PetSet and Services are removed, Secrets kept; set spec.halted to false to start the pooler again".to_string();
+            for type_ in [
+                types::REPLICA_READY,
+                types::ACCEPTING_CONNECTION,
+                types::READY,
+            ] {
+                conditions::set(
+                    cs,
+                    cond(type_, false, REASON_HALTED, message.clone(), generation),
+                    now,
+                );
+            }
+        }
+        Outcome::Running { health, notes } => {
+            let mut message = "the children are applied".to_string();
+            for note in notes.iter() {
+                message.push_str("; ");
+                message.push_str(note);
+            }
+            conditions::set(
+                cs,
+                cond(
+                    types::PROVISIONING_STARTED,
+                    true,
+                    "ProvisioningStarted",
+                    message,
+                    generation,
+                ),
+                now,
+            );
+            set_health(cs, *health, generation, now);
+        }
+        Outcome::Paused(health) => {
+            let keep = |c: Option<&Condition>| c.and_then(|c| c.observed_generation);
+            let g = keep(conditions::get(cs, types::READY)).or(status.observed_generation);
+            if started {
+                set_health(cs, *health, g, now);
+            }
+        }
+    }
+
+    if !matches!(outcome, Outcome::Paused(_)) {
+        status.observed_generation = generation;
+    }
+    let phase = conditions::pgpool_phase(&status.conditions, halted);
+    status.phase = Some(phase);
+
+    // events: problems, remarks, phase changes
+    let new_ready = conditions::get(&status.conditions, types::READY);
+    if let Outcome::Problem(problem, _) = outcome {
+        let changed = old_ready
+            .as_ref()
+            .is_none_or(|c| c.reason != problem.reason || c.message != problem.message);
+        if changed {
+            events.push(EventNote {
+                warning: true,
+                reason: problem.reason.into(),
+                message: problem.message.clone(),
+            });
+        }
+    }
+    if let Outcome::Running { notes, .. } = outcome
+        && !notes.is_empty()
+    {
+        let new_started = conditions::get(&status.conditions, types::PROVISIONING_STARTED);
+        if old_started.as_ref().map(|c| &c.message) != new_started.map(|c| &c.message) {
+            events.push(EventNote {
+                warning: true,
+                reason: "MonitoringIncomplete".into(),
+                message: notes.join("; "),
+            });
+        }
+    }
+    if old_phase != Some(phase) {
+        events.push(EventNote {
+            warning: matches!(phase, PgpoolPhase::Critical | PgpoolPhase::NotReady),
+            // the recorder folds events with the same reason into one series, so the reason
+            // names the new phase
+            reason: format!("Phase{phase}"),
+            message: format!(
+                "phase {} -> {phase}{}",
+                old_phase.map_or("(none)".to_string(), |p| p.to_string()),
+                new_ready
+                    .filter(|c| c.status != TRUE)
+                    .map(|c| format!(": {}", c.message))
+                    .unwrap_or_default()
+            ),
+        });
+    }
+    (status, events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000, 0).unwrap()
+    }
+
+    fn h(replicas: i32, ready: i32) -> Health {
+        Health { replicas, ready }
+    }
+
+    #[test]
+    fn running_walks_provisioning_to_ready_and_stays_quiet() {
+        let notes = vec![];
+        let (s1, e1) = next_status(
+            None,
+            Some(1),
+            false,
+            &Outcome::Running {
+                health: h(1, 0),
+                notes: &notes,
+            },
+            now(),
+        );
+        assert_eq!(s1.phase, Some(PgpoolPhase::Provisioning));
+        assert_eq!(s1.observed_generation, Some(1));
+        assert_eq!(e1.len(), 1, "phase event: {e1:?}");
+        let (s2, e2) = next_status(
+            Some(&s1),
+            Some(1),
+            false,
+            &Outcome::Running {
+                health: h(1, 1),
+                notes: &notes,
+            },
+            now(),
+        );
+        assert_eq!(s2.phase, Some(PgpoolPhase::Ready));
+        assert!(conditions::is_true(&s2.conditions, types::PROVISIONED));
+        assert_eq!(e2.len(), 1);
+        let (s3, e3) = next_status(
+            Some(&s2),
+            Some(1),
+            false,
+            &Outcome::Running {
+                health: h(1, 1),
+                notes: &notes,
+            },
+            now(),
+        );
+        assert_eq!(s3, s2, "nothing changed, nothing to write");
+        assert!(e3.is_empty());
+        // a pod goes away after provisioning: Critical (accepting) or NotReady
+        let (s4, _) = next_status(
+            Some(&s3),
+            Some(1),
+            false,
+            &Outcome::Running {
+                health: h(2, 1),
+                notes: &notes,
+            },
+            now(),
+        );
+        assert_eq!(s4.phase, Some(PgpoolPhase::Critical));
+    }
+
+    #[test]
+    fn problem_is_a_false_condition_with_one_warning() {
+        let p = Problem {
+            reason: "VersionNotFound",
+            message: "PgpoolVersion \"9.9.9\" not found".into(),
+        };
+        let (s1, e1) = next_status(None, Some(3), false, &Outcome::Problem(&p, h(1, 0)), now());
+        let started = conditions::get(&s1.conditions, types::PROVISIONING_STARTED).unwrap();
+        assert_eq!(started.status, FALSE);
+        assert_eq!(started.reason, "VersionNotFound");
+        assert!(started.message.contains("9.9.9"));
+        assert!(
+            e1.iter()
+                .any(|e| e.warning && e.reason == "VersionNotFound")
+        );
+        let (s2, e2) = next_status(
+            Some(&s1),
+            Some(3),
+            false,
+            &Outcome::Problem(&p, h(1, 0)),
+            now(),
+        );
+        assert_eq!(s1, s2);
+        assert!(e2.is_empty(), "same problem again: no new event");
+    }
+
+    #[test]
+    fn pause_is_acknowledged_and_generation_held() {
+        let mut s = PgpoolStatus {
+            observed_generation: Some(2),
+            ..PgpoolStatus::default()
+        };
+        conditions::set(
+            &mut s.conditions,
+            NewCondition {
+                type_: types::PAUSED,
+                status: UNKNOWN,
+                reason: "PauseRequested",
+                message: "ops request x".into(),
+                observed_generation: None,
+            },
+            now(),
+        );
+        assert!(is_paused(Some(&s)));
+        let (next, events) =
+            next_status(Some(&s), Some(5), false, &Outcome::Paused(h(1, 1)), now());
+        let paused = conditions::get(&next.conditions, types::PAUSED).unwrap();
+        assert_eq!(paused.status, TRUE);
+        assert_eq!(paused.reason, REASON_PAUSE_ACKNOWLEDGED);
+        assert_eq!(paused.message, "ops request x");
+        assert_eq!(next.observed_generation, Some(2));
+        assert!(events.iter().any(|e| e.reason == REASON_PAUSE_ACKNOWLEDGED));
+    }
+
+    #[test]
+    fn halted_phase() {
+        let (s, _) = next_status(None, Some(1), true, &Outcome::Halted, now());
+        assert_eq!(s.phase, Some(PgpoolPhase::Halted));
+        assert!(!conditions::is_true(&s.conditions, types::READY));
+    }
+}
