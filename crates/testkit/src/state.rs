@@ -714,6 +714,7 @@ impl State {
             }
             nm.remove("managedFields");
         }
+        crate::validate::validate_update(&info, &key.1, &old, &mut new)?;
         crate::validate::validate(&info, &key.1, &new)?;
         if spec_part(&old, info.status) != spec_part(&new, info.status) {
             let g = meta(&old)

@@ -115,6 +115,78 @@ pub(crate) fn validate(info: &ResourceInfo, name: &str, obj: &Value) -> Result<(
     }
 }
 
+/// Pod spec fields an update may change (besides binding an unbound pod to a node).
+fn mutable_pod_spec(spec: &Value) -> Value {
+    let mut s = spec.clone();
+    if let Value::Object(m) = &mut s {
+        for list in ["containers", "initContainers"] {
+            if let Some(Value::Array(cs)) = m.get_mut(list) {
+                for c in cs {
+                    if let Value::Object(c) = c {
+                        c.remove("image");
+                    }
+                }
+            }
+        }
+        m.remove("activeDeadlineSeconds");
+        m.remove("tolerations");
+        if m.get("nodeName").is_some() {
+            m.remove("nodeName");
+        }
+    }
+    s
+}
+
+/// Checks and fix-ups of an update that depend on the previous object.
+pub(crate) fn validate_update(
+    info: &ResourceInfo,
+    name: &str,
+    old: &Value,
+    new: &mut Value,
+) -> Result<(), ApiError> {
+    if !info.group.is_empty() {
+        return Ok(());
+    }
+    match info.plural.as_str() {
+        "pods" => {
+            let old_spec = old.get("spec").cloned().unwrap_or(Value::Null);
+            let new_spec = new.get("spec").cloned().unwrap_or(Value::Null);
+            let old_node = old_spec
+                .get("nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let new_node = new_spec
+                .get("nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let node_ok = old_node == new_node || old_node.is_empty();
+            if !node_ok || mutable_pod_spec(&old_spec) != mutable_pod_spec(&new_spec) {
+                return Err(ApiError::invalid(
+                    info,
+                    name,
+                    vec![(
+                        "spec".to_string(),
+                        "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations)".to_string(),
+                    )],
+                ));
+            }
+        }
+        "services" => {
+            // Like the API server, keep allocated values an update leaves out.
+            for f in ["clusterIP", "clusterIPs"] {
+                if new.pointer(&format!("/spec/{f}")).is_none()
+                    && let Some(v) = old.pointer(&format!("/spec/{f}")).cloned()
+                    && let Some(Value::Object(spec)) = new.get_mut("spec")
+                {
+                    spec.insert(f.to_string(), v);
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

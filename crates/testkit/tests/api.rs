@@ -1099,3 +1099,60 @@ async fn serves_every_api_crd() {
         }
     }
 }
+
+#[tokio::test]
+async fn pod_spec_is_immutable_except_images() {
+    let s = server();
+    let pods: Api<Pod> = Api::namespaced(s.client(), "default");
+    pods.create(
+        &PostParams::default(),
+        &fixtures::pod("default", "p", "img:1", []),
+    )
+    .await
+    .unwrap();
+    let image = pods
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Strategic(
+                json!({"spec": {"containers": [{"name": "main", "image": "img:2"}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        image.spec.unwrap().containers[0].image.as_deref(),
+        Some("img:2")
+    );
+    let err = pods
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"restartPolicy": "Never"}})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(api_err(err), (422, "Invalid".into()));
+}
+
+#[tokio::test]
+async fn service_keeps_cluster_ip_on_replace() {
+    let s = server();
+    let svcs: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(s.client(), "default");
+    let created = svcs
+        .create(
+            &PostParams::default(),
+            &fixtures::service("default", "db", [("app", "db")], 5432),
+        )
+        .await
+        .unwrap();
+    let ip = created.spec.as_ref().unwrap().cluster_ip.clone();
+    assert!(ip.is_some());
+    let mut desired = fixtures::service("default", "db", [("app", "db")], 5433);
+    desired.metadata.resource_version = created.metadata.resource_version.clone();
+    let replaced = svcs
+        .replace("db", &PostParams::default(), &desired)
+        .await
+        .unwrap();
+    assert_eq!(replaced.spec.unwrap().cluster_ip, ip);
+}
