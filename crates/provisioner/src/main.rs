@@ -39,18 +39,26 @@ async fn main() -> ExitCode {
     let cli: Cli = operator_kit::parse_args(&INFO);
     let petset_controller = cli.petset_controller;
     let result = operator_kit::run(INFO, cli.common, move |ctx: RunContext| async move {
-        // The controllers are started here. Until they exist, report the would-be
-        // controllers as synced and idle until shutdown.
-        let mut controllers = vec![ctx.readiness.controller("pgpool")];
-        if petset_controller {
-            controllers.push(ctx.readiness.controller("petset"));
-        } else {
+        if !petset_controller {
             tracing::info!("PetSet controller is off (--petset-controller=false)");
         }
-        for controller in &controllers {
-            controller.set_synced();
-        }
-        ctx.shutdown_requested().await;
+        let readiness = ctx.readiness.controller("pgpool");
+        let config = pgpool_provisioner::ProvisionerConfig {
+            namespace: ctx.watch_namespace.clone(),
+            concurrency: ctx.concurrency,
+            petset_controller,
+            instance: ctx.identity.clone(),
+            ..Default::default()
+        };
+        let shutdown = ctx.shutdown.clone();
+        pgpool_provisioner::run(
+            ctx.client.clone(),
+            config,
+            &ctx.registry,
+            async move { shutdown.cancelled().await },
+            move || readiness.set_synced(),
+        )
+        .await?;
         Ok(())
     })
     .await;
