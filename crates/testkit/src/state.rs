@@ -46,6 +46,16 @@ pub(crate) struct Event {
     pub obj: Arc<Value>,
     /// The object before a modification (for selector transitions).
     pub prev: Option<Arc<Value>>,
+    /// The object serialised once for all watchers.
+    pub json: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl Event {
+    /// The object as JSON, serialised on first use.
+    pub fn object_json(&self) -> &bytes::Bytes {
+        self.json
+            .get_or_init(|| bytes::Bytes::from(serde_json::to_vec(&*self.obj).unwrap_or_default()))
+    }
 }
 
 /// Everything stored for one kind.
@@ -175,21 +185,20 @@ fn set_finalizers(v: &mut Value, f: Vec<String>) {
     }
 }
 
-/// The part of an object that `generation` tracks: everything but metadata (and status when
-/// the status subresource is enabled).
-fn spec_part(v: &Value, status_sub: bool) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .filter(|(k, _)| {
-                    let skip = matches!(k.as_str(), "metadata" | "apiVersion" | "kind")
-                        || (status_sub && k.as_str() == "status");
-                    !skip
-                })
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        ),
-        other => other.clone(),
+/// Whether the parts of two objects that `generation` tracks are equal: everything but
+/// metadata (and status when the status subresource is enabled).
+fn spec_eq(a: &Value, b: &Value, status_sub: bool) -> bool {
+    let tracked = |k: &str| {
+        !matches!(k, "metadata" | "apiVersion" | "kind") && !(status_sub && k == "status")
+    };
+    match (a, b) {
+        (Value::Object(am), Value::Object(bm)) => {
+            am.iter()
+                .filter(|(k, _)| tracked(k))
+                .all(|(k, v)| bm.get(k) == Some(v))
+                && bm.keys().filter(|k| tracked(k)).all(|k| am.contains_key(k))
+        }
+        _ => a == b,
     }
 }
 
@@ -376,6 +385,7 @@ impl State {
                 ty: EventType::Added,
                 obj: obj.clone(),
                 prev: None,
+                json: Default::default(),
             },
         );
         obj
@@ -409,6 +419,7 @@ impl State {
                 ty: EventType::Modified,
                 obj: obj.clone(),
                 prev: Some(prev),
+                json: Default::default(),
             },
         );
         obj
@@ -432,6 +443,7 @@ impl State {
                 ty: EventType::Deleted,
                 obj: obj.clone(),
                 prev: None,
+                json: Default::default(),
             },
         );
         let info = self.kinds[kind].info.clone();
@@ -716,7 +728,7 @@ impl State {
         }
         crate::validate::validate_update(&info, &key.1, &old, &mut new)?;
         crate::validate::validate(&info, &key.1, &new)?;
-        if spec_part(&old, info.status) != spec_part(&new, info.status) {
+        if !spec_eq(&old, &new, info.status) {
             let g = meta(&old)
                 .and_then(|m| m.get("generation"))
                 .and_then(Value::as_i64)

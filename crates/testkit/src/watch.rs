@@ -59,20 +59,32 @@ pub(crate) fn event_line(ty: &str, obj: &Value) -> Bytes {
 }
 
 /// What a watcher sees of one event, given its filter.
-fn translate(filter: &Filter, ev: &Event) -> Option<(EventType, Arc<Value>)> {
+fn translate(filter: &Filter, ev: &Event) -> Option<EventType> {
     let now = filter.matches(&ev.obj);
     match ev.ty {
-        EventType::Added | EventType::Deleted => now.then(|| (ev.ty, ev.obj.clone())),
+        EventType::Added | EventType::Deleted => now.then_some(ev.ty),
         EventType::Modified => {
             let before = ev.prev.as_ref().is_none_or(|p| filter.matches(p));
             match (before, now) {
-                (true, true) => Some((EventType::Modified, ev.obj.clone())),
-                (false, true) => Some((EventType::Added, ev.obj.clone())),
-                (true, false) => Some((EventType::Deleted, ev.obj.clone())),
+                (true, true) => Some(EventType::Modified),
+                (false, true) => Some(EventType::Added),
+                (true, false) => Some(EventType::Deleted),
                 (false, false) => None,
             }
         }
     }
+}
+
+/// A watch event line for a stored event (its object is serialised once for all watchers).
+fn stored_event_line(ty: EventType, ev: &Event) -> Bytes {
+    let obj = ev.object_json();
+    let mut buf = Vec::with_capacity(obj.len() + 32);
+    buf.extend_from_slice(b"{\"type\":\"");
+    buf.extend_from_slice(ty.as_str().as_bytes());
+    buf.extend_from_slice(b"\",\"object\":");
+    buf.extend_from_slice(obj);
+    buf.extend_from_slice(b"}\n");
+    Bytes::from(buf)
 }
 
 pub(crate) struct WatchStream {
@@ -110,8 +122,8 @@ impl WatchStream {
                     return Ok(Self::finished(inner, kind_name, spec, pending, rx));
                 }
                 for ev in ks.history.iter().filter(|e| e.rv > rv) {
-                    if let Some((ty, obj)) = translate(&spec.filter, ev) {
-                        pending.push_back(event_line(ty.as_str(), &obj));
+                    if let Some(ty) = translate(&spec.filter, ev) {
+                        pending.push_back(stored_event_line(ty, ev));
                     }
                 }
             }
@@ -177,8 +189,8 @@ impl WatchStream {
             return;
         }
         self.last_rv = ev.rv;
-        if let Some((ty, obj)) = translate(&self.filter, ev) {
-            self.pending.push_back(event_line(ty.as_str(), &obj));
+        if let Some(ty) = translate(&self.filter, ev) {
+            self.pending.push_back(stored_event_line(ty, ev));
         }
     }
 
