@@ -189,7 +189,7 @@ fn set_finalizers(v: &mut Value, f: Vec<String>) {
 /// metadata (and status when the status subresource is enabled).
 fn spec_eq(a: &Value, b: &Value, status_sub: bool) -> bool {
     let tracked = |k: &str| {
-        !matches!(k, "metadata" | "apiVersion" | "kind") && !(status_sub && k == "status")
+        !(matches!(k, "metadata" | "apiVersion" | "kind") || (status_sub && k == "status"))
     };
     match (a, b) {
         (Value::Object(am), Value::Object(bm)) => {
