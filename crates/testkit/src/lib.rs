@@ -47,10 +47,12 @@
 //!   (treated as a JSON merge patch), a resourceVersion in a patch is a precondition;
 //! - server-side apply: `fieldManager` required, apiVersion/kind required, creates if absent,
 //!   merges applied fields; fields a manager applied before and no longer applies are removed
-//!   unless another manager applied them too; applying a different value to a field another
-//!   manager applied is a 409 conflict unless `force=true`. Lists are atomic except
-//!   `metadata.finalizers` (set) and `metadata.ownerReferences` (keyed by uid). Writes other
-//!   than apply do not take field ownership;
+//!   unless another manager owns them too; applying a different value to a field another
+//!   manager owns is a 409 conflict unless `force=true`. Writes other than apply (create,
+//!   update, patch; manager = `fieldManager` or the agent) take ownership of the fields they
+//!   change; fields removed by any write are owned by nobody (kube-lease-manager relies on
+//!   this). Lists are atomic except `metadata.finalizers` (set) and
+//!   `metadata.ownerReferences` (keyed by uid). `metadata.managedFields` is not exposed;
 //! - delete: finalizers set deletionTimestamp, the object goes when the last finalizer is
 //!   removed; pods bound to a node (`spec.nodeName`) terminate gracefully (deletionTimestamp,
 //!   the [`Kubelet`] finishes), unbound pods go at once; `propagationPolicy` Background
@@ -59,11 +61,14 @@
 //! - owner-reference garbage collection: when an owner is removed, dependents whose other
 //!   owners are all gone are deleted (the others lose the reference);
 //! - pods' `eviction` (429 TooManyRequests when a matching PodDisruptionBudget would be
-//!   violated, counted from Ready pods against minAvailable / maxUnavailable, int or percent)
-//!   and `binding` subresources; `scale` subresource for kinds that declare it (PetSet,
-//!   StatefulSet, Deployment);
+//!   violated, counted from Ready pods against minAvailable / maxUnavailable, int or percent;
+//!   pods of a controller with a scale subresource, e.g. a PetSet, count as its replicas) and
+//!   `binding` subresources; PodDisruptionBudget status is kept up to date like the
+//!   disruption controller does (`disruptionsAllowed`, `currentHealthy`, ...); `scale`
+//!   subresource for kinds that declare it (PetSet, StatefulSet, Deployment);
 //! - validation of names (DNS-1123 subdomain; DNS-1035 label for Services) and labels,
-//!   with `422 Invalid`;
+//!   and pod spec immutability (only images, activeDeadlineSeconds, tolerations and binding
+//!   may change), with `422 Invalid`; Services get a clusterIP that updates keep;
 //! - errors are `metav1.Status` bodies with code and reason.
 //!
 //! Not modelled: authentication/authorization, CRD schema validation and pruning,
@@ -85,7 +90,9 @@
 //! # Listening
 //!
 //! [`TestServer::listen`] serves plain HTTP on 127.0.0.1 and writes a kubeconfig, so that
-//! separate processes can use the server.
+//! separate processes can use the server; [`TestServer::listen_as`] logs every request
+//! through that listener under one agent name. The `testkit-apiserver` binary runs a server
+//! with a kubelet for local demos.
 
 mod apply;
 mod error;
