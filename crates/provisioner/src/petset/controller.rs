@@ -120,20 +120,38 @@ pub async fn run(
 
     let store = controller.store();
     let readiness = tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            ready();
+        match store.wait_until_ready().await {
+            Ok(()) => {
+                tracing::debug!("PetSet cache synced");
+                ready();
+            }
+            Err(e) => tracing::debug!(error = %e, "PetSet cache never synced"),
         }
     });
 
     tracing::info!(namespace = ?cfg.namespace, concurrency = cfg.concurrency, "PetSet controller started");
+    let failures = ctx.clone();
     controller
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
+        .for_each(|result| {
             match result {
                 Ok(_) => {}
                 Err(controller::Error::ReconcilerFailed(..)) => {} // logged by error_policy
+                // A requeue for a PetSet deleted meanwhile: forget its backoff.
+                Err(controller::Error::ObjectNotFound(obj)) => {
+                    let key = format!(
+                        "{}/{}",
+                        obj.namespace.as_deref().unwrap_or_default(),
+                        obj.name
+                    );
+                    tracing::debug!(petset = %key, "PetSet gone");
+                    if let Ok(mut f) = failures.failures.lock() {
+                        f.remove(&key);
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "PetSet controller"),
             }
+            futures::future::ready(())
         })
         .await;
     relay.abort();
