@@ -48,6 +48,9 @@ struct Args {
     /// Directory holding the operator binaries.
     #[arg(long, default_value = "target/release")]
     bin_dir: PathBuf,
+    /// Also print which requests the operators made (by agent, verb and resource).
+    #[arg(long)]
+    detail: bool,
     /// Longest time any single wait may take, in seconds.
     #[arg(long, default_value_t = 240)]
     timeout_seconds: u64,
@@ -136,6 +139,9 @@ async fn run(args: &Args, n: usize) -> anyhow::Result<RunResult> {
     result.provision_secs = started.elapsed().as_secs_f64();
     let counts = server.requests().since(&mark);
     result.requests_per_pgpool = per_verb(&counts, n);
+    if args.detail {
+        print_detail("provisioning", &counts);
+    }
 
     // 2. steady state: a measurement window, nothing to wait for.
     let mark = server.requests().mark();
@@ -145,6 +151,9 @@ async fn run(args: &Args, n: usize) -> anyhow::Result<RunResult> {
     let operator_requests = operator_total(&counts, |_| true);
     result.steady_per_minute = operator_requests as f64 * 60.0 / window.as_secs_f64();
     result.steady_writes = operator_total(&counts, |k| k.verb.is_write());
+    if args.detail {
+        print_detail("steady state", &counts);
+    }
 
     // 3. update overhead
     for &replicas in &args.update_replicas {
@@ -183,6 +192,25 @@ fn is_operator(agent: &str) -> bool {
 
 fn operator_total(counts: &RequestCounts, pred: impl Fn(&testkit::RequestKey) -> bool) -> u64 {
     counts.sum(|k| is_operator(&k.agent) && pred(k))
+}
+
+fn print_detail(phase: &str, counts: &RequestCounts) {
+    let mut rows: Vec<(String, u64)> = counts
+        .iter()
+        .filter(|(k, _)| is_operator(&k.agent))
+        .map(|(k, c)| {
+            let agent = k.agent.split('/').next().unwrap_or_default();
+            (
+                format!("{agent} {} {}", k.verb.as_str(), k.resource_path()),
+                c,
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| b.1.cmp(&a.1));
+    eprintln!("-- requests during {phase}:");
+    for (key, count) in rows {
+        eprintln!("{count:>8}  {key}");
+    }
 }
 
 fn per_verb(counts: &RequestCounts, n: usize) -> BTreeMap<String, f64> {
