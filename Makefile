@@ -7,7 +7,7 @@ REGISTRY ?= ghcr.io/pgpool-operator
 IMAGE_TAG ?= dev
 .DEFAULT_GOAL := help
 
-.PHONY: help build test lint fmt crds bench images charts-check e2e e2e-up e2e-clean
+.PHONY: help build test lint fmt crds bench images charts-check e2e e2e-up e2e-clean e2e-local
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,3 +46,6 @@ e2e-up: ## Like e2e without running the tests: cluster, images, charts and Postg
 
 e2e-clean: ## Delete the kind cluster of make e2e
 	scripts/e2e.sh clean
+
+e2e-local: ## The e2e scenario without Docker: testkit API server, both binaries, simulated kubelet
+	CARGO=$(CARGO) scripts/e2e-local.sh

@@ -1069,3 +1069,61 @@ fn values_are_documented_line_by_line_and_in_the_readme() {
         );
     }
 }
+
+#[test]
+fn the_e2e_manifests_parse_strictly_and_bind_the_example_backend() {
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    use pgpool_api::AppBinding;
+
+    let dir = charts::workspace_root().join("e2e/manifests");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("e2e/manifests")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    let mut kinds = BTreeSet::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("readable");
+        for m in charts::split_documents(&text).expect("YAML") {
+            let what = format!("{}: {} {}", file.display(), m.kind(), m.name());
+            let result = match (m.api_version(), m.kind()) {
+                ("v1", "Namespace") => charts::strict_parse::<Namespace>(&m.value).map(|_| ()),
+                ("v1", "Secret") => charts::strict_parse::<Secret>(&m.value).map(|_| ()),
+                ("v1", "Service") => charts::strict_parse::<Service>(&m.value).map(|_| ()),
+                ("apps/v1", "Deployment") => {
+                    charts::strict_parse::<Deployment>(&m.value).map(|_| ())
+                }
+                ("appcatalog.appscode.com/v1alpha1", "AppBinding") => {
+                    charts::strict_parse::<AppBinding>(&m.value).map(|_| ())
+                }
+                (api_version, kind) => panic!("{what}: unexpected {api_version}/{kind}"),
+            };
+            if let Err(e) = result {
+                panic!("{what}: {e}");
+            }
+            kinds.insert((m.kind().to_string(), m.name().to_string()));
+        }
+    }
+    for (kind, name) in [
+        ("Namespace", "demo"),
+        ("Secret", "ha-postgres-auth"),
+        ("Service", "ha-postgres"),
+        ("Deployment", "ha-postgres"),
+        ("AppBinding", "ha-postgres"),
+    ] {
+        assert!(
+            kinds.contains(&(kind.to_string(), name.to_string())),
+            "e2e/manifests/ has no {kind} {name}"
+        );
+    }
+    // The AppBinding is the example's, unchanged.
+    let example =
+        std::fs::read_to_string(charts::workspace_root().join("examples/appbinding.yaml"))
+            .expect("examples/appbinding.yaml");
+    let copy = std::fs::read_to_string(dir.join("appbinding.yaml")).expect("appbinding.yaml");
+    assert_eq!(
+        copy, example,
+        "e2e/manifests/appbinding.yaml must equal examples/appbinding.yaml"
+    );
+}
