@@ -1,22 +1,8 @@
-//! API errors rendered as `metav1.Status` bodies, and the crate's own error type.
+//! API errors rendered as `metav1.Status` bodies.
 
 use serde_json::{Value, json};
 
 use crate::registry::ResourceInfo;
-
-/// Errors returned by the testkit's own (non-HTTP) operations.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A Kubernetes API call made by a testkit component failed.
-    #[error("kubernetes api: {0}")]
-    Kube(#[from] kube::Error),
-    /// Local I/O (listening socket, kubeconfig file).
-    #[error("io: {0}")]
-    Io(#[from] std::io::Error),
-    /// JSON (de)serialisation.
-    #[error("json: {0}")]
-    Json(#[from] serde_json::Error),
-}
 
 /// An error answered to an API request, with HTTP code and `metav1.Status` reason.
 #[derive(Clone, Debug)]

@@ -109,7 +109,6 @@ mod state;
 mod validate;
 mod watch;
 
-pub use error::Error;
 pub use faults::{FaultRule, Faults};
 pub use kubelet::{ImageBehavior, Kubelet, KubeletConfig, KubeletHandle};
 pub use listen::Listening;
