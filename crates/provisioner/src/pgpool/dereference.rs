@@ -63,8 +63,10 @@ pub struct Observed {
     pub group_backends: Vec<GroupBackend>,
     /// The user configuration Secret.
     pub user_config_secret: Option<Secret>,
-    /// The ServiceMonitor API, when its CRD is installed (looked up only when needed).
+    /// The ServiceMonitor API, when its CRD is installed and ServiceMonitors may be read.
     pub service_monitor_api: Option<ApiResource>,
+    /// The CRD is installed but reading ServiceMonitors is forbidden (RBAC).
+    pub service_monitor_forbidden: bool,
     /// Existing children.
     pub children: Children,
 }
@@ -87,6 +89,25 @@ pub async fn service_monitor_api(client: &Client) -> kube::Result<Option<ApiReso
         Ok((resource, _)) => Ok(Some(resource)),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
         Err(kube::Error::Discovery(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The ServiceMonitor API when its CRD is installed and ServiceMonitors in the Pgpool's
+/// namespace may be read; the flag is true when the CRD is there but reading is forbidden
+/// (the chart grants it only with `rbac.serviceMonitors`).
+pub async fn usable_service_monitor_api(
+    client: &Client,
+    pgpool: &Pgpool,
+) -> kube::Result<(Option<ApiResource>, bool)> {
+    let Some(ar) = service_monitor_api(client).await? else {
+        return Ok((None, false));
+    };
+    let ns = pgpool.namespace().unwrap_or_default();
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+    match api.get_opt(&names::stats_service(&pgpool.name_any())).await {
+        Ok(_) => Ok((Some(ar), false)),
+        Err(kube::Error::Api(e)) if e.code == 403 => Ok((None, true)),
         Err(e) => Err(e),
     }
 }
@@ -169,7 +190,10 @@ pub async fn dereference(client: &Client, pgpool: &Pgpool) -> kube::Result<Obser
 
     // looked up even without spec.monitor, so that a ServiceMonitor left from an earlier
     // spec is found and removed
-    observed.service_monitor_api = service_monitor_api(client).await?;
+    (
+        observed.service_monitor_api,
+        observed.service_monitor_forbidden,
+    ) = usable_service_monitor_api(client, pgpool).await?;
     observed.children = children(client, pgpool, observed.service_monitor_api.as_ref()).await?;
     Ok(observed)
 }

@@ -507,7 +507,7 @@ async fn existing_children(
     pgpool: &Pgpool,
 ) -> Result<(Children, Apis, Option<Api<DynamicObject>>), ReconcileError> {
     let ns = pgpool.namespace().unwrap_or_default();
-    let sm_api = dereference::service_monitor_api(&ctx.client).await?;
+    let (sm_api, _) = dereference::usable_service_monitor_api(&ctx.client, pgpool).await?;
     let children = dereference::children(&ctx.client, pgpool, sm_api.as_ref()).await?;
     let sm = sm_api.map(|ar| Api::namespaced_with(ctx.client.clone(), &ns, &ar));
     Ok((children, Apis::new(&ctx.client, &ns), sm))

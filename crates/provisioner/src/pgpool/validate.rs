@@ -516,12 +516,13 @@ pub fn validate(
             "the Pgpool has no namespace",
         ));
     };
-    let Some(owner) = pgpool.controller_owner_ref(&()) else {
+    let Some(mut owner) = pgpool.controller_owner_ref(&()) else {
         return Err(Problem::new(
             reason::UNSUPPORTED,
             "the Pgpool has no uid yet",
         ));
     };
+    owner.block_owner_deletion = Some(true);
     let spec = &pgpool.spec;
 
     // catalog
@@ -680,12 +681,19 @@ pub fn validate(
         .as_ref()
         .is_some_and(|m| m.wants_service_monitor());
     let service_monitor = if wants_sm {
-        if observed.service_monitor_api.is_none() {
+        if observed.service_monitor_forbidden {
+            notes.push(
+                "no ServiceMonitor: the provisioner may not read servicemonitors (enable rbac.serviceMonitors in its chart)".to_string(),
+            );
+            None
+        } else if observed.service_monitor_api.is_none() {
             notes.push(
                 "no ServiceMonitor: the monitoring.coreos.com/v1 ServiceMonitor CRD is not installed (install the Prometheus operator or use agent prometheus.io/builtin)".to_string(),
             );
+            None
+        } else {
+            observed.service_monitor_api.clone()
         }
-        observed.service_monitor_api.clone()
     } else {
         None
     };
