@@ -132,23 +132,70 @@ impl Drop for OpsManager {
     }
 }
 
-/// A provisioner (the fake until the real one is wired in).
+/// A provisioner: the real one (`pgpool_provisioner::run`, with its PetSet controller), or
+/// the small fake in [`fake_provisioner`] when `OPS_TEST_FAKE_PROVISIONER` is set.
 pub struct Provisioner {
+    stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
 
 impl Provisioner {
-    /// Start it against `server`.
-    pub fn start(server: &TestServer) -> Self {
+    /// Start it against `server` and wait until its caches are synced.
+    pub async fn start(server: &TestServer) -> Self {
         let client = server.client_as(PROV_AGENT);
+        if std::env::var_os("OPS_TEST_FAKE_PROVISIONER").is_some() {
+            return Self {
+                stop: None,
+                task: tokio::spawn(fake_provisioner::run(client)),
+            };
+        }
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
+        let config = pgpool_provisioner::ProvisionerConfig {
+            resync: Duration::from_secs(30),
+            error_backoff: Duration::from_millis(100),
+            ..pgpool_provisioner::ProvisionerConfig::default()
+        };
+        let task = tokio::spawn(async move {
+            let registry = Registry::new();
+            let res = pgpool_provisioner::run(
+                client,
+                config,
+                &registry,
+                async move {
+                    let _ = stop_rx.await;
+                },
+                move || {
+                    ready_tx.send_replace(true);
+                },
+            )
+            .await;
+            if let Err(e) = res {
+                panic!("provisioner: {e}");
+            }
+        });
+        within(
+            Duration::from_secs(10),
+            "the provisioner to be ready",
+            async {
+                while !*ready_rx.borrow_and_update() {
+                    ready_rx.changed().await.expect("ready signal");
+                }
+            },
+        )
+        .await;
         Self {
-            task: tokio::spawn(fake_provisioner::run(client)),
+            stop: Some(stop_tx),
+            task,
         }
     }
 }
 
 impl Drop for Provisioner {
     fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
         self.task.abort();
     }
 }
@@ -185,7 +232,7 @@ impl Env {
     /// Server, kubelet (`kubelet` settings), catalog 4.5.3 and 4.6.0, backend, provisioner.
     pub async fn new(kubelet: KubeletConfig) -> Self {
         let env = Self::without_provisioner(kubelet).await;
-        env.with_provisioner()
+        env.with_provisioner().await
     }
 
     /// The same without a provisioner.
@@ -212,8 +259,8 @@ impl Env {
     }
 
     /// Start the provisioner.
-    pub fn with_provisioner(mut self) -> Self {
-        self.provisioner = Some(Provisioner::start(&self.server));
+    pub async fn with_provisioner(mut self) -> Self {
+        self.provisioner = Some(Provisioner::start(&self.server).await);
         self
     }
 
