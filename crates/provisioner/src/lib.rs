@@ -134,13 +134,22 @@ pub async fn run(
             config.namespace.clone(),
             move || once.call_once(&part_ready),
         ));
-        let petsets = petset::run(
-            client,
-            petset_config,
-            registry,
-            async move { stop.cancelled().await },
-            petset_ready,
-        );
+        let failed = token.clone();
+        let petsets = async move {
+            let result = petset::run(
+                client,
+                petset_config,
+                registry,
+                async move { stop.cancelled().await },
+                petset_ready,
+            )
+            .await;
+            if result.is_err() {
+                // one controller failing stops the other, so that `run` reports it at once
+                failed.cancel();
+            }
+            result
+        };
         let ((), petsets) = tokio::join!(pgpools, petsets);
         fallback.abort();
         petsets.map_err(Error::PetSet)

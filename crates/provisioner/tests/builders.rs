@@ -365,6 +365,11 @@ fn auth_secret_is_generated_only_when_absent() {
             exists: false,
         }
     );
+    let debug = format!("{plan:?}");
+    assert!(
+        !debug.contains("generated-pcp-password") && !debug.contains("backend-password"),
+        "no credentials in Debug output: {debug}"
+    );
     // ours exists: its password is kept, and the config Secret's pool key too
     let built = build(&pgpool, &plan);
     observed.children.auth_secret = built.auth_secret.clone();

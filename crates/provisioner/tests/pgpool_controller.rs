@@ -987,6 +987,70 @@ async fn restart_recreates_nothing_and_keeps_passwords() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_mid_provisioning_keeps_the_generated_credentials() {
+    let mut env = Env::start().await;
+    // the PetSet cannot be applied: provisioning stops half-way, after the Secrets
+    env.server.faults().inject(
+        FaultRule::new(500)
+            .agent(AGENT)
+            .verb(Verb::Apply)
+            .resource("petsets")
+            .times(usize::MAX),
+    );
+    env.create(&example_pgpool()).await;
+    wait_until("auth and config Secrets", || async {
+        env.secret_value("pp-update-auth", "password")
+            .await
+            .is_some()
+            && env
+                .secret_value("pp-update-config", "pgpoolkey")
+                .await
+                .is_some()
+    })
+    .await;
+    let password = env
+        .secret_value("pp-update-auth", "password")
+        .await
+        .unwrap();
+    let key = env
+        .secret_value("pp-update-config", "pgpoolkey")
+        .await
+        .unwrap();
+    let auth_uid = env
+        .api::<Secret>()
+        .get("pp-update-auth")
+        .await
+        .unwrap()
+        .uid();
+    env.stop_operator().await;
+    env.server.faults().clear();
+
+    env.start_operator().await;
+    env.wait_phase(NAME, PgpoolPhase::Ready).await;
+    assert_eq!(
+        env.secret_value("pp-update-auth", "password")
+            .await
+            .unwrap(),
+        password
+    );
+    assert_eq!(
+        env.secret_value("pp-update-config", "pgpoolkey")
+            .await
+            .unwrap(),
+        key
+    );
+    assert_eq!(
+        env.api::<Secret>()
+            .get("pp-update-auth")
+            .await
+            .unwrap()
+            .uid(),
+        auth_uid,
+        "not re-created"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_supplied_auth_secret_is_used_as_is_and_never_deleted() {
     let env = Env::start().await;
     env.api::<Secret>()

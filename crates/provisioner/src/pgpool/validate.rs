@@ -92,8 +92,8 @@ impl Generator for RandomGenerator {
     }
 }
 
-/// How the pcp credentials' Secret is handled.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How the pcp credentials' Secret is handled. `Debug` leaves the password out.
+#[derive(Clone, PartialEq, Eq)]
 pub enum AuthPlan {
     /// The provisioner keeps this Secret (creates it when absent; never changes the
     /// credentials of an existing one).
@@ -123,8 +123,8 @@ impl AuthPlan {
     }
 }
 
-/// Everything the builders need, validated.
-#[derive(Debug, Clone)]
+/// Everything the builders need, validated. `Debug` leaves credentials and files out.
+#[derive(Clone)]
 pub struct Plan {
     /// Pgpool name.
     pub name: String,
@@ -152,6 +152,45 @@ pub struct Plan {
     pub service_monitor: Option<ApiResource>,
     /// Remarks for the status (for example a ServiceMonitor that could not be made).
     pub notes: Vec<String>,
+}
+
+impl std::fmt::Debug for AuthPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthPlan::Managed {
+                name,
+                username,
+                exists,
+                ..
+            } => f
+                .debug_struct("Managed")
+                .field("name", name)
+                .field("username", username)
+                .field("password", &"<redacted>")
+                .field("exists", exists)
+                .finish(),
+            AuthPlan::UserSupplied { name } => {
+                f.debug_struct("UserSupplied").field("name", name).finish()
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("name", &self.name)
+            .field("namespace", &self.namespace)
+            .field("pgpool_image", &self.pgpool_image)
+            .field("exporter_image", &self.exporter_image)
+            .field("run_as_user", &self.run_as_user)
+            .field("backend_user", &self.backend_user)
+            .field("auth", &self.auth)
+            .field("config_hash", &self.config_hash)
+            .field("service_monitor", &self.service_monitor.is_some())
+            .field("notes", &self.notes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Is the Secret one this provisioner made for Pgpool `name` (by its labels)?
