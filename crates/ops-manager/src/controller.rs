@@ -549,8 +549,9 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Take the Pgpool's slot: finalizer first (so a deletion cannot skip the resume), then
-    /// validation, whose first write marks the request Progressing.
+    /// Take the Pgpool's slot: validate; a request that goes on gets the finalizer first (so a
+    /// deletion cannot skip the resume); the first status write marks it Progressing (or ends
+    /// it at once when validation fails or there is nothing to do).
     async fn start(&mut self) -> Result<()> {
         let verdict = self.verdict().await?;
         if matches!(
@@ -584,6 +585,9 @@ impl<'a> Run<'a> {
                     self.t.as_str()
                 );
                 self.fail("RequestDeleted", msg).await?;
+                if plan::phase_of(&self.req).is_final() {
+                    return Ok(Action::await_change());
+                }
                 continue;
             }
             let flow = match step {

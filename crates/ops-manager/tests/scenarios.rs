@@ -590,3 +590,45 @@ async fn unacknowledged_pause_fails_and_leaves_the_pgpool_unpaused() {
     assert_eq!(pp.spec.version, "4.5.3");
     ops.stop().await;
 }
+
+#[tokio::test]
+async fn deleting_a_request_that_waits_for_ready_lets_it_go_without_pausing() {
+    let env = Env::new(kubelet().image(&image("4.5.2"), ImageBehavior::NeverReady)).await;
+    env.add_version(version("4.5.2", ">= 4.5.2, <= 4.6.0", false))
+        .await;
+    env.create_pgpool("pp-sick", "4.5.2", 1, false).await;
+    let ops = OpsManager::start(&env.server).await;
+    env.update_request("upd", "pp-sick", "4.6.0", json!({}))
+        .await;
+    let req = env
+        .wait_request("upd", LIMIT, "waiting for Ready", |r| {
+            condition(r, ops::UPDATE_VERSION).is_some_and(|c| c.status == conditions::UNKNOWN)
+        })
+        .await;
+    assert_eq!(phase(&req), Some(OpsRequestPhase::Progressing));
+    assert!(
+        req.finalizers()
+            .iter()
+            .any(|f| f == pgpool_ops_manager::REQUEST_FINALIZER),
+        "a request that holds the Pgpool's slot has the finalizer"
+    );
+    env.delete_request("upd").await;
+    common::within(
+        LIMIT,
+        "the request to go",
+        kube::runtime::wait::await_condition(
+            env.requests(),
+            "upd",
+            |r: Option<&pgpool_api::PgpoolOpsRequest>| r.is_none(),
+        ),
+    )
+    .await
+    .expect("watch");
+    let pp = env.pgpools().get("pp-sick").await.expect("get");
+    let conds = pp.status.map(|s| s.conditions).unwrap_or_default();
+    assert!(
+        conditions::get(&conds, conditions::pgpool::PAUSED).is_none(),
+        "{conds:?}"
+    );
+    ops.stop().await;
+}
