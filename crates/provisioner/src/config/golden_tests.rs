@@ -98,3 +98,20 @@ fn golden_cases_show_the_renamed_parameters() {
     assert!(conf("4.4.5").contains("\nunix_socket_directories = "));
     assert!(conf("4.7.0").contains("\nwork_dir = "));
 }
+
+/// An UpdateVersion restarts pods on the new image with the config Secret as it is (the
+/// provisioner is paused), so versions that share parameter names must render the same text:
+/// then the config hash, and with it the PetSet template, stays as it was after the update.
+#[test]
+fn versions_with_the_same_parameter_names_render_the_same_files() {
+    let render_all = |v: &str| {
+        let r = render(&base(v)).unwrap();
+        (r.pgpool_conf, r.pool_hba_conf, r.pcp_conf, r.pool_passwd)
+    };
+    let family = render_all("4.4.5");
+    for v in ["4.4.8", "4.5.0", "4.5.3", "4.6.0"] {
+        assert!(render_all(v) == family, "{v} renders differently from 4.4.5");
+    }
+    assert!(render_all("4.7.0") != family, "4.7 renames logdir to work_dir");
+    assert!(render_all("4.3") != family, "4.3 uses socket_dir");
+}

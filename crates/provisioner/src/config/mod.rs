@@ -683,7 +683,7 @@ fn render_pgpool_conf(input: &RenderInput, release: PgpoolRelease) -> Result<Str
     let str_value = |s: &str| Value::Str(s.to_string());
 
     let mut conf = ConfBuilder::new();
-    conf.section(&format!("Pgpool-II {release}: clustering mode"));
+    conf.section("Clustering mode");
     conf.set(
         "backend_clustering_mode",
         str_value("streaming_replication"),
