@@ -110,8 +110,14 @@ fn versions_with_the_same_parameter_names_render_the_same_files() {
     };
     let family = render_all("4.4.5");
     for v in ["4.4.8", "4.5.0", "4.5.3", "4.6.0"] {
-        assert!(render_all(v) == family, "{v} renders differently from 4.4.5");
+        assert!(
+            render_all(v) == family,
+            "{v} renders differently from 4.4.5"
+        );
     }
-    assert!(render_all("4.7.0") != family, "4.7 renames logdir to work_dir");
+    assert!(
+        render_all("4.7.0") != family,
+        "4.7 renames logdir to work_dir"
+    );
     assert!(render_all("4.3") != family, "4.3 uses socket_dir");
 }
