@@ -93,7 +93,7 @@ say "applied e2e/manifests/ and the chart's PgpoolVersion catalog"
 start_operator() {
   local binary="$1" port="$2" pod="$3"
   KUBECONFIG="$KUBECONFIG_FILE" POD_NAME="$pod" POD_NAMESPACE=pgpool-system \
-    "$BIN/$binary" --leader-elect=true --log-level=debug \
+    "$BIN/$binary" --leader-elect=true --log-level=info,pgpool_provisioner=debug,pgpool_ops_manager=debug \
     --metrics-bind-address "127.0.0.1:$port" >"$STATE_DIR/${binary#pgpool-}.log" 2>&1 &
   PIDS+=("$!")
 }
