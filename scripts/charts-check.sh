@@ -6,7 +6,8 @@
 #      (default .cache/charts-rendered), release name = chart name, namespace pgpool-system;
 #   3. values that must be refused are refused (replicaCount 2 without leader election, an
 #      unknown log format);
-#   4. the Rust test e2e/tests/charts.rs parses every rendered manifest into its Kubernetes
+#   4. each binary accepts the command line its rendered Deployment gives it;
+#   5. the Rust test e2e/tests/charts.rs parses every rendered manifest into its Kubernetes
 #      type (a misspelled field fails) and checks RBAC, security context, probes and values.
 # helm comes from PATH or is installed into .cache/tools by scripts/helm.sh.
 set -euo pipefail
@@ -61,6 +62,31 @@ for chart in "${CHARTS[@]}"; do
     fi
   done
   echo "charts-check: $chart refuses ${#refused[@]} bad value combinations"
+done
+
+# The command line each rendered Deployment gives its binary must parse: run the binary with
+# those arguments and --help last (clap rejects an unknown flag or a bad value before it
+# gets to --help).
+echo "charts-check: building both binaries to check the rendered command lines"
+"$CARGO" build -q -p pgpool-provisioner -p pgpool-ops-manager --bins
+TARGET_DIR="$("$CARGO" metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+for chart in "${CHARTS[@]}"; do
+  for rendered in "$OUT/$chart"/*.yaml; do
+    args=()
+    while IFS= read -r line; do
+      arg="${line#*- }"
+      arg="${arg#\"}"
+      arg="${arg%\"}"
+      args+=("$arg")
+    done < <(sed -n '/^kind: Deployment$/,/^---$/p' "$rendered" | grep -E '^ +- "--')
+    [ "${#args[@]}" -gt 0 ] || { echo "charts-check: no arguments found in $rendered" >&2; exit 1; }
+    if ! out="$("$TARGET_DIR/debug/$chart" "${args[@]}" --help 2>&1 >/dev/null)"; then
+      echo "charts-check: $chart rejects the arguments of $rendered: ${args[*]}" >&2
+      echo "$out" >&2
+      exit 1
+    fi
+    echo "charts-check: $chart accepts the ${#args[@]} arguments of $(basename "$rendered")"
+  done
 done
 
 echo "charts-check: parsing every rendered manifest (e2e/tests/charts.rs)"
