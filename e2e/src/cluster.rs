@@ -54,7 +54,13 @@ impl Cluster {
         match Self::connect().await {
             Ok(cluster) => Some(cluster),
             Err(e) => {
-                println!("{test}: skipped: no reachable cluster ({e:#}); {HOW_TO_RUN}");
+                let cause = e.root_cause().to_string();
+                let reason = if cause == e.to_string() {
+                    cause
+                } else {
+                    format!("{e}: {cause}")
+                };
+                println!("{test}: skipped: no reachable cluster ({reason}); {HOW_TO_RUN}");
                 None
             }
         }
