@@ -10,7 +10,9 @@
 //!    order, that `Paused` is gone, and count the client's failed queries;
 //! 6. check both operators' `/metrics` show the update;
 //! 7. a failing update: PgpoolVersion `4.6.0-broken` with an image no registry serves,
-//!    allowed from 4.6.0; the request must end Failed with the Pgpool back on 4.6.0.
+//!    allowed from 4.6.0; the request must end Failed with the Pgpool back on 4.6.0;
+//! 8. with the chart's ValidatingAdmissionPolicy installed, deleting the Pgpool with
+//!    deletionPolicy DoNotTerminate is refused.
 //!
 //! Without `E2E=1` and a reachable cluster the test prints one line and passes. With
 //! `E2E_SIMULATE_KUBELET=1` it marks pods Running/Ready itself (a control plane without
@@ -25,9 +27,10 @@ use e2e::kubelet::SimulatedKubelet;
 use e2e::metrics::{self, Endpoint};
 use e2e::psql::{self, QueryLoop, Target};
 use e2e::wait;
+use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource};
 use pgpool_api::conditions::{self, ops};
 use pgpool_api::ops::UpdateVersionSpec;
@@ -237,6 +240,9 @@ impl Scenario {
             "failing update to {BROKEN_VERSION} (image {BROKEN_IMAGE})"
         ));
         self.failing_update(&plan).await?;
+
+        self.step("the admission policy refuses deleting a DoNotTerminate Pgpool");
+        self.do_not_terminate(&plan).await?;
 
         self.step("done");
         Ok(())
@@ -457,7 +463,7 @@ impl Scenario {
         let conds = request_conditions(request);
         let pods: Api<Pod> = self.api();
         let pod_names: Vec<String> = pods
-            .list(&kube::api::ListParams::default().labels(&names::selector_string(&plan.name())))
+            .list(&ListParams::default().labels(&names::selector_string(&plan.name())))
             .await?
             .items
             .iter()
@@ -580,6 +586,61 @@ impl Scenario {
         self.note(&format!(
             "ops-manager: ops_requests{{UpdateVersion,Failed}} = {failed}"
         ));
+        Ok(())
+    }
+
+    /// With the chart's ValidatingAdmissionPolicy installed, DELETE of a Pgpool whose
+    /// deletionPolicy is DoNotTerminate is refused; the policy is put back afterwards.
+    async fn do_not_terminate(&self, plan: &Plan) -> anyhow::Result<()> {
+        let policies: Api<ValidatingAdmissionPolicy> = Api::all(self.cluster.client.clone());
+        let installed = policies
+            .list(&ListParams::default().labels("app.kubernetes.io/name=pgpool-provisioner"))
+            .await
+            .map(|l| !l.items.is_empty());
+        match installed {
+            Ok(true) => {}
+            Ok(false) => {
+                self.note("no ValidatingAdmissionPolicy of the pgpool-provisioner chart: left out");
+                return Ok(());
+            }
+            Err(e) => {
+                self.note(&format!(
+                    "cannot list ValidatingAdmissionPolicies ({e}): left out"
+                ));
+                return Ok(());
+            }
+        }
+        let name = plan.name();
+        let pgpools: Api<Pgpool> = self.api();
+        let set_policy = |policy: &'static str| {
+            let pgpools = pgpools.clone();
+            let name = name.clone();
+            async move {
+                let patch = serde_json::json!({"spec": {"deletionPolicy": policy}});
+                pgpools
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .with_context(|| format!("setting deletionPolicy {policy}"))
+            }
+        };
+        set_policy("DoNotTerminate").await?;
+        let refused = pgpools.delete(&name, &DeleteParams::default()).await;
+        let restored = set_policy("WipeOut").await;
+        match refused {
+            Err(kube::Error::Api(e)) if e.message.contains("DoNotTerminate") => {
+                self.note(&format!("refused ({}): {}", e.code, e.message));
+            }
+            Err(e) => bail!("deleting a DoNotTerminate Pgpool failed, but not for its policy: {e}"),
+            Ok(_) => bail!(
+                "deleting a DoNotTerminate Pgpool was accepted: the admission policy did not apply"
+            ),
+        }
+        restored?;
+        let pgpool = pgpools.get(&name).await?;
+        ensure!(
+            pgpool.metadata.deletion_timestamp.is_none(),
+            "the Pgpool is being deleted"
+        );
         Ok(())
     }
 }
