@@ -136,6 +136,8 @@ charts() {
   # first so that a reused cluster gets the current definitions.
   say "applying the CRDs"
   kc apply --server-side --force-conflicts -f charts/pgpool-provisioner/crds/ -f charts/pgpool-ops-manager/crds/ >/dev/null
+  kc wait --for=condition=Established --timeout=60s \
+    -f charts/pgpool-provisioner/crds/ -f charts/pgpool-ops-manager/crds/ >/dev/null
   local chart tag
   for chart in pgpool-provisioner pgpool-ops-manager; do
     case "$chart" in
