@@ -16,8 +16,10 @@ ARG DEBIAN_CODENAME=bookworm
 
 FROM docker.io/library/rust:${RUST_VERSION}-slim-${DEBIAN_CODENAME} AS builder
 WORKDIR /src
+# Strip symbols from the release binaries (about a third of their size).
 ENV CARGO_TERM_COLOR=never \
-    CARGO_INCREMENTAL=0
+    CARGO_INCREMENTAL=0 \
+    CARGO_PROFILE_RELEASE_STRIP=symbols
 COPY . .
 # The registry and target caches persist between builds on the same machine; the binaries
 # are copied out of the cached target directory in the same step.
