@@ -16,7 +16,7 @@ ARG DEBIAN_CODENAME=bookworm
 
 FROM docker.io/library/rust:${RUST_VERSION}-slim-${DEBIAN_CODENAME} AS builder
 WORKDIR /src
-# Strip symbols from the release binaries (about a third of their size).
+# Strip symbols from the release binaries (about a fifth of their size).
 ENV CARGO_TERM_COLOR=never \
     CARGO_INCREMENTAL=0 \
     CARGO_PROFILE_RELEASE_STRIP=symbols
