@@ -377,11 +377,6 @@ const OPS_MANAGER: &[(&str, &str, &[&str])] = &[
         &["get", "list", "watch", "update", "patch"],
     ),
     ("ops.kubedb.com", "pgpoolopsrequests/status", STATUS),
-    (
-        "ops.kubedb.com",
-        "pgpoolopsrequests/finalizers",
-        &["update"],
-    ),
     ("kubedb.com", "pgpools", &["get", "list", "watch", "patch"]),
     ("kubedb.com", "pgpools/status", STATUS),
     ("catalog.kubedb.com", "pgpoolversions", READ),
@@ -390,9 +385,8 @@ const OPS_MANAGER: &[(&str, &str, &[&str])] = &[
         "petsets",
         &["get", "list", "watch", "update", "patch"],
     ),
-    ("", "pods", READ),
+    ("", "pods", &["get", "list", "watch", "delete"]),
     ("", "pods/eviction", &["create"]),
-    ("policy", "poddisruptionbudgets", READ),
     ("events.k8s.io", "events", EVENTS),
     ("", "events", EVENTS),
 ];
