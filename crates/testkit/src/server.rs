@@ -995,6 +995,7 @@ fn create_object(
         m.insert("generation".into(), json!(1));
     }
     apply_create_defaults(st, &info, &mut obj);
+    crate::validate::normalize(&info, &mut obj);
     crate::validate::validate(&info, &name, &obj)?;
     if dry_run {
         return Ok((Arc::new(obj), false));

@@ -727,6 +727,7 @@ impl State {
             nm.remove("managedFields");
         }
         crate::validate::validate_update(&info, &key.1, &old, &mut new)?;
+        crate::validate::normalize(&info, &mut new);
         crate::validate::validate(&info, &key.1, &new)?;
         if !spec_eq(&old, &new, info.status) {
             let g = meta(&old)

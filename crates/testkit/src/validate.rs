@@ -49,6 +49,33 @@ fn label_value(v: &str) -> bool {
     v.is_empty() || qualified_name_part(v)
 }
 
+/// What the API server does to an object before storing it, beyond defaults: a Secret's
+/// `stringData` is merged into `data` (base64) and dropped, as the real API server does.
+pub(crate) fn normalize(info: &ResourceInfo, obj: &mut Value) {
+    if info.group.is_empty() && info.plural == "secrets" {
+        use base64::Engine as _;
+        let Some(m) = obj.as_object_mut() else { return };
+        let Some(Value::Object(string_data)) = m.remove("stringData") else {
+            return;
+        };
+        let data = m
+            .entry("data")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if !data.is_object() {
+            *data = Value::Object(Default::default());
+        }
+        if let Value::Object(data) = data {
+            for (k, v) in string_data {
+                let text = v.as_str().unwrap_or_default();
+                data.insert(
+                    k,
+                    Value::String(base64::engine::general_purpose::STANDARD.encode(text)),
+                );
+            }
+        }
+    }
+}
+
 /// Validate an object about to be stored.
 pub(crate) fn validate(info: &ResourceInfo, name: &str, obj: &Value) -> Result<(), ApiError> {
     let mut causes = Vec::new();

@@ -1156,3 +1156,35 @@ async fn service_keeps_cluster_ip_on_replace() {
         .unwrap();
     assert_eq!(replaced.spec.unwrap().cluster_ip, ip);
 }
+
+#[tokio::test]
+async fn secret_string_data_is_stored_as_data() {
+    let s = server();
+    let secrets: Api<Secret> = Api::namespaced(s.client(), "default");
+    let created = secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "creds"},
+                "stringData": {"username": "postgres"},
+                "data": {"password": "c2VjcmV0"}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(created.string_data.is_none(), "stringData is not stored");
+    let data = created.data.unwrap();
+    assert_eq!(data["username"].0, b"postgres");
+    assert_eq!(data["password"].0, b"secret");
+    let patched = secrets
+        .patch(
+            "creds",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"password": "changed"}})),
+        )
+        .await
+        .unwrap();
+    assert!(patched.string_data.is_none());
+    assert_eq!(patched.data.unwrap()["password"].0, b"changed");
+}
