@@ -40,23 +40,30 @@ die() {
 
 # --- tools -------------------------------------------------------------------------------
 
+# Every missing prerequisite is collected and reported together, so that one round of
+# installing fixes them all.
+MISSING=()
+missing() { MISSING+=("$*"); }
+
 need_docker() {
-  command -v "$DOCKER" >/dev/null 2>&1 ||
-    die "docker not found: install Docker (https://docs.docker.com/get-docker/); make e2e builds the operator images with it and kind runs the cluster in it"
+  if ! command -v "$DOCKER" >/dev/null 2>&1; then
+    missing "docker not found: install Docker (https://docs.docker.com/get-docker/); make e2e builds the operator images with it and kind runs the cluster in it"
+    return
+  fi
   local err
   if ! err="$("$DOCKER" info 2>&1 >/dev/null)"; then
-    die "docker is installed but its daemon does not answer: start Docker. It said: $(printf '%s' "$err" | tail -n 1)"
+    missing "docker is installed but its daemon does not answer: start Docker. It said: $(printf '%s' "$err" | tail -n 1)"
   fi
 }
 
 need_kind() {
   command -v kind >/dev/null 2>&1 ||
-    die "kind not found: install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation), e.g. 'go install sigs.k8s.io/kind@latest' or your package manager"
+    missing "kind not found: install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation), e.g. 'go install sigs.k8s.io/kind@latest' or your package manager"
 }
 
 need_cargo() {
   command -v "$CARGO" >/dev/null 2>&1 ||
-    die "cargo not found: install Rust (https://rustup.rs); the e2e tests are a Rust crate"
+    missing "cargo not found: install Rust (https://rustup.rs); the e2e tests are a Rust crate"
 }
 
 # kubectl and helm: PATH first, else scripts/helm.sh's cache (installed when possible).
@@ -66,12 +73,12 @@ need_kube_tools() {
   if command -v kubectl >/dev/null 2>&1 && kubectl version --client >/dev/null 2>&1; then
     KUBECTL="$(command -v kubectl)"
   elif ! KUBECTL="$(scripts/helm.sh path kubectl 2>/dev/null)"; then
-    die "kubectl not found: install kubectl (https://kubernetes.io/docs/tasks/tools/)"
+    missing "kubectl not found: install kubectl (https://kubernetes.io/docs/tasks/tools/)"
   fi
   if command -v helm >/dev/null 2>&1 && helm version >/dev/null 2>&1; then
     HELM="$(command -v helm)"
   elif ! HELM="$(scripts/helm.sh path helm 2>/dev/null)"; then
-    die "helm not found: install helm 3.8+ (https://helm.sh/docs/intro/install/)"
+    missing "helm not found: install helm 3.8+ (https://helm.sh/docs/intro/install/)"
   fi
 }
 
@@ -80,6 +87,13 @@ check_tools() {
   need_kind
   need_kube_tools
   need_cargo
+  if [ "${#MISSING[@]}" -gt 0 ]; then
+    local m
+    for m in "${MISSING[@]}"; do
+      echo "e2e: $m" >&2
+    done
+    exit 1
+  fi
   say "tools: $("$DOCKER" version --format 'docker {{.Server.Version}}' 2>/dev/null || echo docker), $(kind version 2>/dev/null | awk '{print $1, $2}'), kubectl $("$KUBECTL" version --client 2>/dev/null | head -n 1 | awk '{print $3}'), helm $("$HELM" version --short 2>/dev/null), $("$CARGO" --version)"
 }
 
