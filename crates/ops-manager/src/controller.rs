@@ -929,6 +929,13 @@ impl<'a> Run<'a> {
                 let pod_name = names::pod(&petset, i);
                 let pod = pods.get(&pod_name);
                 let step = plan::pod_step(self.t, &pod_name, pod, self.conds(), target.as_ref());
+                if matches!(step, PodStep::StartEvict { .. } | PodStep::Evict { .. })
+                    && !plan::petset_observed(&ps)
+                {
+                    // The replacement pod must come from the new template: wait until the
+                    // PetSet controller has seen it (its status write wakes this request).
+                    return self.wait_petset_observed(&petset).await;
+                }
                 match step {
                     PodStep::Done => continue,
                     PodStep::StartEvict { uid } => {
@@ -1015,6 +1022,26 @@ impl<'a> Run<'a> {
         self.step_done(ops::RESTART_PODS);
         self.event("RestartPods", &msg).await;
         Ok(Flow::Next)
+    }
+
+    /// Wait (until the step's timeout, counted from the last step) for the PetSet controller
+    /// to observe the PetSet's current generation.
+    async fn wait_petset_observed(&mut self, petset: &str) -> Result<Flow> {
+        let since = [ops::UPDATE_PETSETS, plan::start_condition(self.t)]
+            .iter()
+            .find_map(|t| self.cond(t).cloned());
+        match since.and_then(|c| Self::remaining(&c, self.timeout())) {
+            Some(left) => Ok(self.wait(left)),
+            None => {
+                let msg = format!(
+                    "the PetSet controller did not take up the new spec of PetSet {petset} within \
+                     {} (status.observedGeneration stayed behind metadata.generation)",
+                    self.timeout_text()
+                );
+                self.fail("PetSetNotObserved", msg).await?;
+                Ok(Flow::Next)
+            }
+        }
     }
 
     /// Evict pod `name` if it still has `uid`.

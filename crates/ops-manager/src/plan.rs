@@ -11,7 +11,7 @@ use pgpool_api::constraints::{self, Decision};
 use pgpool_api::names;
 use pgpool_api::ops::ApplyPolicy;
 use pgpool_api::{
-    OpsRequestPhase, OpsRequestType, Pgpool, PgpoolOpsRequest, PgpoolPhase, PgpoolVersion,
+    OpsRequestPhase, OpsRequestType, PetSet, Pgpool, PgpoolOpsRequest, PgpoolPhase, PgpoolVersion,
 };
 
 /// Condition type of a request superseded by a newer one (our own; KubeDB has only the phase).
@@ -87,6 +87,20 @@ pub fn set_spec_images(spec: &mut PodSpec, images: &Images) -> bool {
 /// True when the pod runs these images (by its spec).
 pub fn pod_on_images(pod: &Pod, images: &Images) -> bool {
     pod.spec.as_ref().is_some_and(|s| spec_on_images(s, images))
+}
+
+/// True when the PetSet controller has seen the PetSet's current spec (its
+/// `status.observedGeneration` is not behind `metadata.generation`). A pod evicted before that
+/// may be created again from the previous template by a controller working from a stale cache.
+/// A PetSet whose status carries no observedGeneration counts as observed (nothing to wait for).
+pub fn petset_observed(ps: &PetSet) -> bool {
+    match (
+        ps.status.as_ref().and_then(|s| s.observed_generation),
+        ps.metadata.generation,
+    ) {
+        (Some(observed), Some(generation)) => observed >= generation,
+        _ => true,
+    }
 }
 
 /// True when the pod is being deleted.

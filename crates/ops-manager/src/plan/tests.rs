@@ -512,3 +512,28 @@ fn steps_follow_the_conditions() {
     cond(&mut conds, ops::RESTART_PODS, "True", String::new());
     assert_eq!(next_step(r, &conds), Step::Resume);
 }
+
+#[test]
+fn petset_observed_compares_observed_generation_with_generation() {
+    let ps = |generation: Option<i64>, observed: Option<i64>| -> PetSet {
+        serde_json::from_value(json!({
+            "apiVersion": "apps.k8s.appscode.com/v1",
+            "kind": "PetSet",
+            "metadata": {"name": "pp", "namespace": "demo", "generation": generation},
+            "spec": {"selector": {}, "template": {}},
+            "status": {"observedGeneration": observed, "replicas": 1}
+        }))
+        .unwrap()
+    };
+    assert!(
+        !petset_observed(&ps(Some(2), Some(1))),
+        "template not seen yet"
+    );
+    assert!(petset_observed(&ps(Some(2), Some(2))));
+    assert!(petset_observed(&ps(Some(2), Some(3))));
+    assert!(
+        petset_observed(&ps(Some(2), None)),
+        "a controller that writes no observedGeneration is not waited for"
+    );
+    assert!(petset_observed(&ps(None, Some(1))));
+}
