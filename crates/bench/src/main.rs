@@ -15,6 +15,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -54,6 +56,16 @@ struct Args {
     /// Longest time any single wait may take, in seconds.
     #[arg(long, default_value_t = 240)]
     timeout_seconds: u64,
+    /// `--log-level` of the operators (a tracing filter such as `info,kube=debug`).
+    #[arg(long, default_value = "warn")]
+    operator_log_level: String,
+    /// Write each operator's log to `<dir>/<binary>-<N>.log` instead of this program's stderr.
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+    /// Run each operator under this command (for profiling), `{name}` replaced by the binary
+    /// name, e.g. `--wrap "heaptrack -o /tmp/{name}"`. Peak RSS is then the wrapper's.
+    #[arg(long)]
+    wrap: Option<String>,
 }
 
 /// Results of one run.
@@ -109,8 +121,8 @@ async fn run(args: &Args, n: usize) -> anyhow::Result<RunResult> {
     let client = server.client_as("bench");
     seed(&client).await?;
 
-    let mut provisioner = Operator::spawn(&args.bin_dir, PROVISIONER, listening.kubeconfig_path())?;
-    let mut ops = Operator::spawn(&args.bin_dir, OPS_MANAGER, listening.kubeconfig_path())?;
+    let mut provisioner = Operator::spawn(args, n, PROVISIONER, listening.kubeconfig_path())?;
+    let mut ops = Operator::spawn(args, n, OPS_MANAGER, listening.kubeconfig_path())?;
     provisioner.wait_ready(timeout).await?;
     ops.wait_ready(timeout).await?;
 
@@ -382,19 +394,45 @@ struct Operator {
 }
 
 impl Operator {
-    fn spawn(bin_dir: &Path, name: &'static str, kubeconfig: &Path) -> anyhow::Result<Self> {
+    fn spawn(args: &Args, n: usize, name: &'static str, kubeconfig: &Path) -> anyhow::Result<Self> {
         let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let child = Command::new(bin_dir.join(name))
+        // The operators log to stdout: into the log file, or onto this program's stderr
+        // (this program's stdout carries the tables).
+        let log: std::os::fd::OwnedFd = match &args.log_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                let path = dir.join(format!("{name}-{n}.log"));
+                std::fs::File::create(&path)
+                    .with_context(|| format!("create {}", path.display()))?
+                    .into()
+            }
+            None => std::io::stderr().as_fd().try_clone_to_owned()?,
+        };
+        let stderr = Stdio::from(log.try_clone()?);
+        let binary = args.bin_dir.join(name);
+        let mut command = match &args.wrap {
+            // e.g. `heaptrack -o /tmp/{name}`: the wrapper's words, then the binary
+            Some(wrap) => {
+                let mut words = wrap.split_whitespace().map(|w| w.replace("{name}", name));
+                let mut c = Command::new(words.next().context("--wrap is empty")?);
+                c.args(words).arg(&binary);
+                c
+            }
+            None => Command::new(&binary),
+        };
+        let child = command
+            // its own process group, so that stop() reaches a wrapper's child too
+            .process_group(0)
             .env("KUBECONFIG", kubeconfig)
             .env_remove("POD_NAMESPACE")
             .env_remove("WATCH_NAMESPACE")
             .args([
                 "--leader-elect=false",
-                "--log-level=warn",
+                &format!("--log-level={}", args.operator_log_level),
                 &format!("--metrics-bind-address={addr}"),
             ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stdout(Stdio::from(log))
+            .stderr(stderr)
             .spawn()
             .with_context(|| format!("start {name}"))?;
         Ok(Self { name, child, addr })
@@ -429,7 +467,7 @@ impl Operator {
     fn stop(&mut self) {
         // SIGTERM, then wait: the operators shut down gracefully.
         let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", "--", &format!("-{}", self.child.id())])
             .status();
         let _ = self.child.wait();
     }
