@@ -54,7 +54,9 @@ pub struct PgpoolOpsRequestSpec {
     /// IfReady (default): start only when the Pgpool is Ready. Always: start anyway.
     #[serde(default = "default_apply", skip_serializing_if = "Option::is_none")]
     pub apply: Option<ApplyPolicy>,
-    /// How many times a failed step is retried before the request fails; default 1.
+    /// KubeDB's retry budget, accepted for compatibility (default 1). This operator does not
+    /// retry a failed step: it rolls the Pgpool back and ends the request Failed with the
+    /// reason; create a new request to try again.
     #[serde(
         default = "default_max_retries",
         skip_serializing_if = "Option::is_none"
