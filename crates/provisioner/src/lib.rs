@@ -3,6 +3,7 @@
 //!
 //! [`run`] is the entry point for the binary and for tests.
 
+pub mod cache;
 pub mod config;
 pub mod metrics;
 pub mod petset;
@@ -119,6 +120,7 @@ pub async fn run(
         let petset_config = petset::PetSetConfig {
             namespace: config.namespace.clone(),
             concurrency: config.concurrency,
+            resync: config.resync,
         };
         let stop = token.clone();
         // The PetSet part counts as synced when the PetSet controller says so, or when a

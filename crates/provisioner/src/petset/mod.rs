@@ -19,7 +19,9 @@
 //! Writes use the field manager [`FIELD_MANAGER`]. [`run`] drives it all; the pure core
 //! ([`plan::plan`]) decides and the controller only executes.
 
+pub mod cache;
 mod controller;
+pub mod expectations;
 pub mod metrics;
 pub mod plan;
 pub mod pods;
@@ -29,18 +31,31 @@ pub mod selector;
 #[cfg(test)]
 mod plan_tests;
 
-pub use controller::run;
+pub use controller::{Wiring, is_petset_pod, pod_feed, run, run_wired};
 
 /// Field manager (and event reporter) of every write the controller makes.
 pub const FIELD_MANAGER: &str = "petset-controller";
 
 /// Settings of [`run`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PetSetConfig {
     /// Namespace to watch; `None` for all namespaces.
     pub namespace: Option<String>,
     /// PetSets reconciled at the same time; 0 means no limit.
     pub concurrency: u16,
+    /// How often a PetSet is looked at again when nothing happens (a safety net: watches
+    /// trigger every reconcile; a look at a settled PetSet reads only the caches).
+    pub resync: std::time::Duration,
+}
+
+impl Default for PetSetConfig {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            concurrency: 0,
+            resync: std::time::Duration::from_secs(300),
+        }
+    }
 }
 
 /// Errors of the PetSet controller.

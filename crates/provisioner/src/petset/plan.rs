@@ -17,6 +17,12 @@
 //! - the status is computed from the pods seen, and marked changed only when it differs;
 //! - revisions that are not live beyond `revisionHistoryLimit` are deleted, oldest first.
 //!
+//! The PetSet and its revisions may be *compact* (kept in a watch cache without templates,
+//! see [`revision::compact_template`]): such input is enough to decide that nothing needs
+//! creating, to delete pods and to compute the status; a step that creates a revision or a
+//! pod fails with an error for which [`PlanError::needs_full_objects`] is true, and the caller
+//! plans again with the full objects.
+//!
 //! Deviation from the StatefulSet controller: with `OnDelete` too, `currentRevision` moves
 //! to the update revision once every pod runs it and is Ready (the StatefulSet controller
 //! only does that for `RollingUpdate`), so the status says what the pods run.
@@ -148,6 +154,21 @@ pub enum PlanError {
     /// The revisions cannot be worked out.
     #[error(transparent)]
     Revision(#[from] RevisionError),
+    /// A pod must be created but its template is a compact one: plan again with full
+    /// objects.
+    #[error("the full pod template is needed")]
+    Compact,
+}
+
+impl PlanError {
+    /// Whether planning again with the full PetSet (and full revisions) can succeed: the
+    /// step needs a template that the compact input does not carry.
+    pub fn needs_full_objects(&self) -> bool {
+        matches!(
+            self,
+            PlanError::Compact | PlanError::Revision(RevisionError::Compact)
+        )
+    }
 }
 
 /// Decides the next step for `input.petset` (see the module documentation).
@@ -286,6 +307,9 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
                 } else {
                     (&revisions.update_name, &spec.template)
                 };
+                if revision::is_compact(template) {
+                    return Err(PlanError::Compact);
+                }
                 let pod = pods::build_pod(ps, &owner, template, rev_name, ordinal);
                 let pod_name = pod.metadata.name.clone().unwrap_or_default();
                 actions.push(PodAction::Create {

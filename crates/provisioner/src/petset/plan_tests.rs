@@ -758,3 +758,114 @@ fn zero_replicas_deletes_everything_and_completes() {
     assert!(p.actions.is_empty());
     assert_eq!(p.status.replicas, 0);
 }
+
+/// `ps` and `revs` in the compact form the caches hold.
+fn compact(ps: &PetSet, revs: &[ControllerRevision]) -> (PetSet, Vec<ControllerRevision>) {
+    let mut c = ps.clone();
+    c.spec.template = revision::compact_template(
+        ps.spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone()),
+        revision::template_digest(&ps.spec.template).unwrap(),
+    );
+    c.spec.volume_claim_templates.clear();
+    let revs = revs
+        .iter()
+        .map(|r| revision::compact_revision(r.clone(), revision::stored_digest(r).unwrap()))
+        .collect();
+    (c, revs)
+}
+
+fn try_run(ps: &PetSet, pods: &[Pod], revisions: &[ControllerRevision]) -> Result<Plan, PlanError> {
+    plan(&Input {
+        petset: ps,
+        pods,
+        revisions,
+        now: now(),
+    })
+}
+
+#[test]
+fn compact_input_plans_like_full_input_when_nothing_is_created() {
+    let ps0 = ordered(3);
+    let rev = revision_of_template(&ps0);
+    let revs = [stored_revision(&ps0, 1)];
+    let all = [
+        pod(0, &rev, State::Ready),
+        pod(1, &rev, State::Ready),
+        pod(2, &rev, State::Ready),
+    ];
+    let mut ps = ps0.clone();
+    ps.status = Some(run(&ps0, &all, &revs).status);
+    let (c, crevs) = compact(&ps, &revs);
+    let full = run(&ps, &all, &revs);
+    let lite = try_run(&c, &all, &crevs).expect("no template needed");
+    assert!(lite.is_noop(), "{lite:?}");
+    assert_eq!(lite.status, full.status);
+    assert_eq!(lite.revisions.update_name, full.revisions.update_name);
+
+    // deletions need no template: scale down and a terminal pod
+    let mut smaller = c.clone();
+    smaller.spec.replicas = Some(2);
+    assert_eq!(
+        summary(&try_run(&smaller, &all, &crevs).unwrap()),
+        vec!["delete web-2 (scale-down)"]
+    );
+    let failed = [
+        pod(0, &rev, State::Ready),
+        pod(1, &rev, State::Failed),
+        pod(2, &rev, State::Ready),
+    ];
+    assert_eq!(
+        summary(&try_run(&c, &failed, &crevs).unwrap()),
+        vec!["delete web-1 (terminal)"]
+    );
+}
+
+#[test]
+fn compact_input_asks_for_the_full_objects_to_create_anything() {
+    let ps = ordered(2);
+    let rev = revision_of_template(&ps);
+    let revs = [stored_revision(&ps, 1)];
+    let (c, crevs) = compact(&ps, &revs);
+    // a missing pod
+    let err = try_run(&c, &[pod(0, &rev, State::Ready)], &crevs).unwrap_err();
+    assert!(err.needs_full_objects(), "{err}");
+    // a template without a revision yet
+    let newer = petset(2, "OrderedReady", json!({"type": "RollingUpdate"}), "img:2");
+    let (c2, _) = compact(&newer, &[]);
+    let err = try_run(&c2, &[pod(0, &rev, State::Ready)], &crevs).unwrap_err();
+    assert!(err.needs_full_objects(), "{err}");
+    // other errors are not that
+    let mut bad = c.clone();
+    bad.spec.selector.match_labels = Some([("app".to_string(), "other".to_string())].into());
+    assert!(!try_run(&bad, &[], &crevs).unwrap_err().needs_full_objects());
+}
+
+#[test]
+fn compact_current_revision_keeps_its_name() {
+    // an update in progress (OnDelete): the current revision stays the old one
+    let old = petset(2, "OrderedReady", json!({"type": "OnDelete"}), "img:1");
+    let old_rev = revision_of_template(&old);
+    let mut ps = petset(2, "OrderedReady", json!({"type": "OnDelete"}), "img:2");
+    ps.status = Some(pgpool_api::PetSetStatus {
+        current_revision: Some(old_rev.clone()),
+        ..Default::default()
+    });
+    let revs = [stored_revision(&old, 1), stored_revision(&ps, 2)];
+    let pods = [
+        pod(0, &old_rev, State::Ready),
+        pod(1, &old_rev, State::Ready),
+    ];
+    let (c, crevs) = compact(&ps, &revs);
+    let lite = try_run(&c, &pods, &crevs).unwrap();
+    let full = run(&ps, &pods, &revs);
+    assert_eq!(lite.status, full.status);
+    assert_eq!(
+        lite.status.current_revision.as_deref(),
+        Some(old_rev.as_str())
+    );
+    assert!(lite.actions.is_empty());
+}

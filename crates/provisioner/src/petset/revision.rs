@@ -69,6 +69,61 @@ pub fn template_canonical(template: &PodTemplateSpec) -> Result<String, serde_js
     Ok(canonical_string(&serde_json::to_value(template)?))
 }
 
+/// Annotation that marks a *compact* template: one kept in a watch cache without its pod spec,
+/// carrying the digest of the full template instead. It never reaches the API server: a
+/// compact template cannot be turned into pods or revisions ([`is_compact`]).
+const ANNOTATION_COMPACT_DIGEST: &str = "petset-controller.internal/template-digest";
+
+/// The digest of a canonical text: hex SHA-256, compared to tell templates apart.
+pub fn digest_canonical(canonical: &str) -> String {
+    hex::encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// A compact template: only `labels` and the digest of the full template.
+pub fn compact_template(
+    labels: Option<BTreeMap<String, String>>,
+    digest: String,
+) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels,
+            annotations: Some(BTreeMap::from([(
+                ANNOTATION_COMPACT_DIGEST.to_string(),
+                digest,
+            )])),
+            ..Default::default()
+        }),
+        spec: None,
+    }
+}
+
+/// The digest a compact template carries; `None` for a full template.
+fn compact_digest(template: &PodTemplateSpec) -> Option<&str> {
+    if template.spec.is_some() {
+        return None;
+    }
+    template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_COMPACT_DIGEST)
+        .map(String::as_str)
+}
+
+/// Whether `template` is a compact one (see [`compact_template`]).
+pub fn is_compact(template: &PodTemplateSpec) -> bool {
+    compact_digest(template).is_some()
+}
+
+/// The digest of a template, full or compact.
+pub fn template_digest(template: &PodTemplateSpec) -> Result<String, serde_json::Error> {
+    match compact_digest(template) {
+        Some(d) => Ok(d.to_string()),
+        None => Ok(digest_canonical(&template_canonical(template)?)),
+    }
+}
+
 /// The hash of a template's canonical text and the collision counter: `HASH_LEN`
 /// characters of a vowel-free alphabet, valid in names and label values.
 pub fn hash_canonical(canonical: &str, collision_count: i32) -> String {
@@ -110,24 +165,51 @@ pub fn revision_data(template: &PodTemplateSpec) -> Result<Value, serde_json::Er
     Ok(serde_json::json!({ "spec": { "template": tpl } }))
 }
 
-/// The template stored in a revision, as JSON without the `$patch` marker.
-fn stored_template_value(rev: &ControllerRevision) -> Option<Value> {
-    let data = rev.data.as_ref()?;
-    let mut tpl = data.0.get("spec")?.get("template")?.clone();
+/// The template in a revision's `data`, as JSON without the `$patch` marker.
+fn data_template_value(data: &Value) -> Option<Value> {
+    let mut tpl = data.get("spec")?.get("template")?.clone();
     if let Value::Object(map) = &mut tpl {
         map.remove("$patch");
     }
     Some(tpl)
 }
 
-/// The template stored in a revision, if its data has the expected shape.
-pub fn stored_template(rev: &ControllerRevision) -> Option<PodTemplateSpec> {
-    serde_json::from_value(stored_template_value(rev)?).ok()
+/// The digest of the template in a revision's `data` (see [`digest_canonical`]).
+pub fn data_digest(data: &Value) -> Option<String> {
+    data_template_value(data).map(|v| digest_canonical(&canonical_string(&v)))
 }
 
-/// The canonical text of the template stored in a revision.
+/// A compact revision (kept in a watch cache): `data` is only the digest of its template.
+pub fn compact_revision(mut rev: ControllerRevision, digest: String) -> ControllerRevision {
+    rev.data = Some(RawExtension(Value::String(digest)));
+    rev
+}
+
+/// The digest a compact revision carries; `None` for a full one.
+fn compact_revision_digest(rev: &ControllerRevision) -> Option<&str> {
+    rev.data.as_ref()?.0.as_str()
+}
+
+/// The template stored in a revision, if its data has the expected shape. For a compact
+/// revision, a compact template (which cannot be turned into pods).
+pub fn stored_template(rev: &ControllerRevision) -> Option<PodTemplateSpec> {
+    if let Some(digest) = compact_revision_digest(rev) {
+        return Some(compact_template(None, digest.to_string()));
+    }
+    serde_json::from_value(data_template_value(&rev.data.as_ref()?.0)?).ok()
+}
+
+/// The canonical text of the template stored in a (full) revision.
 pub fn stored_canonical(rev: &ControllerRevision) -> Option<String> {
-    stored_template_value(rev).map(|v| canonical_string(&v))
+    data_template_value(&rev.data.as_ref()?.0).map(|v| canonical_string(&v))
+}
+
+/// The digest of the template stored in a revision, full or compact.
+pub fn stored_digest(rev: &ControllerRevision) -> Option<String> {
+    match compact_revision_digest(rev) {
+        Some(d) => Some(d.to_string()),
+        None => data_digest(&rev.data.as_ref()?.0),
+    }
 }
 
 /// A new revision object (without owner reference; the caller adds it).
@@ -163,6 +245,10 @@ pub enum RevisionError {
     /// Every tried name was taken by a revision with another template.
     #[error("revision names collide for {MAX_COLLISIONS} collision counts in a row")]
     TooManyCollisions,
+    /// A revision must be created but the template is a compact one: plan again with the
+    /// full PetSet.
+    #[error("the full pod template is needed")]
+    Compact,
 }
 
 /// What the revisions of a PetSet are and what must be written to get there.
@@ -205,12 +291,12 @@ pub fn resolve(
     collision_count: i32,
 ) -> Result<Revisions, RevisionError> {
     let sorted = sorted_revisions(owned);
-    let canonical = template_canonical(template)?;
+    let digest = template_digest(template)?;
     let next_number = sorted.last().map_or(1, |r| r.revision + 1);
     let equal = sorted
         .iter()
         .rev()
-        .find(|r| stored_canonical(r).as_deref() == Some(canonical.as_str()));
+        .find(|r| stored_digest(r).as_deref() == Some(digest.as_str()));
 
     let mut create = None;
     let mut renumber = None;
@@ -224,29 +310,33 @@ pub fn resolve(
             }
             name
         }
-        None => loop {
-            let hash = hash_canonical(&canonical, collisions);
-            let name = revision_name(petset_name, &hash);
-            if sorted
-                .iter()
-                .any(|r| r.metadata.name.as_deref() == Some(name.as_str()))
-            {
-                collisions += 1;
-                if collisions - collision_count.max(0) >= MAX_COLLISIONS {
-                    return Err(RevisionError::TooManyCollisions);
+        None if is_compact(template) => return Err(RevisionError::Compact),
+        None => {
+            let canonical = template_canonical(template)?;
+            loop {
+                let hash = hash_canonical(&canonical, collisions);
+                let name = revision_name(petset_name, &hash);
+                if sorted
+                    .iter()
+                    .any(|r| r.metadata.name.as_deref() == Some(name.as_str()))
+                {
+                    collisions += 1;
+                    if collisions - collision_count.max(0) >= MAX_COLLISIONS {
+                        return Err(RevisionError::TooManyCollisions);
+                    }
+                    continue;
                 }
-                continue;
+                create = Some(build_revision(
+                    namespace,
+                    &name,
+                    &hash,
+                    selector_labels,
+                    template,
+                    next_number,
+                )?);
+                break name;
             }
-            create = Some(build_revision(
-                namespace,
-                &name,
-                &hash,
-                selector_labels,
-                template,
-                next_number,
-            )?);
-            break name;
-        },
+        }
     };
 
     let current = status_current.and_then(|cur| {
