@@ -89,18 +89,36 @@ pub async fn run(
     };
 
     let recorder = EventRecorder::new(client.clone(), REPORTER, config.instance.clone());
-    let ctx = Arc::new(pgpool::Context::new(
-        client.clone(),
-        recorder,
-        metrics.clone(),
-        phases,
-        config.resync,
-        config.error_backoff,
-    ));
     let settings = pgpool::ControllerSettings {
         namespace: config.namespace.clone(),
         concurrency: config.concurrency,
+        resync: config.resync,
+        error_backoff: config.error_backoff,
     };
+
+    // One pod cache for both controllers: the PetSet controller's pods (which include the
+    // Pgpools' pods), or the Pgpools' pods alone when another PetSet controller runs.
+    let ns = config.namespace.as_deref();
+    let wiring = petset::Wiring::default();
+    let mut pods = if config.petset_controller {
+        let mut feed = petset::pod_feed(&client, ns);
+        feed.subscribe(wiring.pod_subscriber());
+        feed
+    } else {
+        let api = match ns {
+            Some(ns) => kube::Api::namespaced(client.clone(), ns),
+            None => kube::Api::all(client.clone()),
+        };
+        cache::Feed::new(
+            api,
+            kube::runtime::watcher::Config::default().labels(&pgpool::managed_selector()),
+            cache::PodLite::trim,
+        )
+    };
+    let (pod_tx, pod_rx) = futures::channel::mpsc::unbounded();
+    pods.subscribe(pgpool::pod_subscriber(pod_tx));
+    let (pod_store, pods_synced) = (pods.store(), pods.synced());
+    let pod_feed = tokio::spawn(pods.run());
 
     // `ready` once every controller has filled its caches
     let parts = if config.petset_controller { 2 } else { 1 };
@@ -115,7 +133,20 @@ pub async fn run(
     };
 
     let pgpool_ready = part_ready.clone();
-    let pgpools = pgpool::run_controller(ctx, settings, token.clone(), pgpool_ready);
+    let pgpools = pgpool::run_controller(
+        client.clone(),
+        recorder,
+        metrics,
+        phases,
+        settings,
+        pgpool::PodInput {
+            store: pod_store.clone(),
+            synced: pods_synced.clone(),
+            triggers: pod_rx,
+        },
+        token.clone(),
+        pgpool_ready,
+    );
     let result = if config.petset_controller {
         let petset_config = petset::PetSetConfig {
             namespace: config.namespace.clone(),
@@ -123,27 +154,17 @@ pub async fn run(
             resync: config.resync,
         };
         let stop = token.clone();
-        // The PetSet part counts as synced when the PetSet controller says so, or when a
-        // list+watch of PetSets has delivered its initial state, whichever comes first: the
-        // controller's own signal can be lost (see `pgpool::store_ready`).
-        let once = Arc::new(std::sync::Once::new());
-        let petset_ready = {
-            let (once, part_ready) = (once.clone(), part_ready.clone());
-            move || once.call_once(&part_ready)
-        };
-        let fallback = tokio::spawn(petsets_listed(
-            client.clone(),
-            config.namespace.clone(),
-            move || once.call_once(&part_ready),
-        ));
         let failed = token.clone();
         let petsets = async move {
-            let result = petset::run(
+            let result = petset::run_wired(
                 client,
                 petset_config,
                 registry,
                 async move { stop.cancelled().await },
-                petset_ready,
+                part_ready,
+                wiring,
+                pod_store,
+                pods_synced,
             )
             .await;
             if result.is_err() {
@@ -153,30 +174,13 @@ pub async fn run(
             result
         };
         let ((), petsets) = tokio::join!(pgpools, petsets);
-        fallback.abort();
         petsets.map_err(Error::PetSet)
     } else {
         tracing::info!("the PetSet controller is off");
         pgpools.await;
         Ok(())
     };
+    pod_feed.abort();
     watcher_task.abort();
     result
-}
-
-/// Calls `done` once a list+watch of PetSets has delivered the initial state.
-async fn petsets_listed(client: Client, namespace: Option<String>, done: impl FnOnce()) {
-    use futures::StreamExt as _;
-    use kube::runtime::{WatchStreamExt as _, watcher};
-    let api: kube::Api<pgpool_api::PetSet> = match &namespace {
-        Some(ns) => kube::Api::namespaced(client, ns),
-        None => kube::Api::all(client),
-    };
-    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
-    while let Some(event) = events.next().await {
-        if matches!(event, Ok(watcher::Event::InitDone)) {
-            done();
-            return;
-        }
-    }
 }

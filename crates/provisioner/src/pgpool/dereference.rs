@@ -1,14 +1,24 @@
 //! Dereference: read what a Pgpool points at (catalog version, AppBinding, its Secret, the
 //! standby Service, user Secrets) and the children that exist. Reads only; a missing object
-//! is `None`, not an error.
+//! is `None`, not an error. What the watch caches hold is read from them; the children and
+//! the Secrets' contents come from the API server when the metadata index says they exist
+//! (and, for Secrets the Pgpool does not own, changed).
+
+use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash as _, Hasher as _};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DynamicObject};
 use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use pgpool_api::{AppBinding, PetSet, Pgpool, PgpoolVersion, names};
 
+use super::index::{Kind, KindIndex, MetaIndex};
 use super::validate::{appbinding_namespace, auth_secret_name, user_config_secret_name};
 
 /// The ServiceMonitor kind of the Prometheus operator.
@@ -71,16 +81,123 @@ pub struct Observed {
     pub children: Children,
 }
 
-async fn standby_exists(client: &Client, ab: &AppBinding) -> kube::Result<bool> {
-    let Some(svc) = &ab.spec.client_config.service else {
-        return Ok(false);
-    };
-    let ns = ab.namespace().unwrap_or_default();
-    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    Ok(services
-        .get_opt(&names::standby_service(&svc.name))
-        .await?
-        .is_some())
+/// The children of a Pgpool as (kind, name), the ServiceMonitor only when `service_monitor`.
+pub fn child_slots(pgpool: &Pgpool, service_monitor: bool) -> Vec<(Kind, String)> {
+    let name = pgpool.name_any();
+    let mut slots = vec![
+        (Kind::Secret, auth_secret_name(pgpool)),
+        (Kind::Secret, names::config_secret(&name)),
+        (Kind::Service, names::primary_service(&name)),
+        (Kind::Service, names::pods_service(&name)),
+        (Kind::Service, names::stats_service(&name)),
+        (Kind::PetSet, names::petset(&name)),
+        (Kind::Pdb, names::pdb(&name)),
+    ];
+    if service_monitor {
+        slots.push((Kind::ServiceMonitor, names::stats_service(&name)));
+    }
+    slots
+}
+
+/// Contents of Secrets the Pgpools point at but do not own (an AppBinding's Secret, a user
+/// configuration Secret), kept by resourceVersion: read again only when the metadata index
+/// shows another version (or does not show the Secret at all).
+#[derive(Debug, Default)]
+pub struct SecretCache {
+    entries: Mutex<SecretsByName>,
+}
+
+/// (namespace, name) -> (resourceVersion, Secret).
+type SecretsByName = HashMap<(String, String), (String, Arc<Secret>)>;
+
+impl SecretCache {
+    fn entries(&self) -> std::sync::MutexGuard<'_, SecretsByName> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Secret `ns`/`name`, from the cache when `index` shows the cached version.
+    pub async fn get(
+        &self,
+        client: &Client,
+        index: &KindIndex,
+        ns: &str,
+        name: &str,
+    ) -> kube::Result<Option<Arc<Secret>>> {
+        let key = (ns.to_string(), name.to_string());
+        if let Some(record) = index.get(ns, name)
+            && let Some((rv, secret)) = self.entries().get(&key)
+            && *rv == record.resource_version
+        {
+            return Ok(Some(secret.clone()));
+        }
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+        match secrets.get_opt(name).await? {
+            Some(secret) => {
+                let secret = Arc::new(secret);
+                let rv = secret.resource_version().unwrap_or_default();
+                self.entries().insert(key, (rv, secret.clone()));
+                Ok(Some(secret))
+            }
+            None => {
+                self.entries().remove(&key);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Forgets `ns`/`name` (deleted).
+    pub fn evict(&self, ns: &str, name: &str) {
+        self.entries().remove(&(ns.to_string(), name.to_string()));
+    }
+
+    /// Number of cached Secrets.
+    pub fn len(&self) -> usize {
+        self.entries().len()
+    }
+
+    /// Whether none is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The ServiceMonitor API from discovery, looked up at most once per `ttl` (the resync
+/// interval: a CRD installed later is found by the next resync).
+#[derive(Debug)]
+pub struct ServiceMonitorDiscovery {
+    ttl: Duration,
+    last: Mutex<Option<(Instant, Option<ApiResource>)>>,
+}
+
+impl ServiceMonitorDiscovery {
+    /// Lookups reused for `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The ServiceMonitor API; `None` when the CRD is not installed.
+    pub async fn api(&self, client: &Client) -> kube::Result<Option<ApiResource>> {
+        if let Some((at, api)) = self.last.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+            && at.elapsed() < self.ttl
+        {
+            return Ok(api.clone());
+        }
+        let api = service_monitor_api(client).await?;
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), api.clone()));
+        Ok(api)
+    }
+
+    /// The last lookup's answer, without asking again.
+    pub fn cached(&self) -> Option<Option<ApiResource>> {
+        self.last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, api)| api.clone())
+    }
 }
 
 /// Looks up the ServiceMonitor API; `None` when the CRD is not installed.
@@ -93,74 +210,147 @@ pub async fn service_monitor_api(client: &Client) -> kube::Result<Option<ApiReso
     }
 }
 
-/// The ServiceMonitor API when its CRD is installed and ServiceMonitors in the Pgpool's
-/// namespace may be read; the flag is true when the CRD is there but reading is forbidden
-/// (the chart grants it only with `rbac.serviceMonitors`).
-pub async fn usable_service_monitor_api(
+/// The ServiceMonitor of a Pgpool, when `api` is given: `(usable api, forbidden, object)`.
+/// Reading it is forbidden without `rbac.serviceMonitors` in the chart: then no API.
+pub async fn read_service_monitor(
     client: &Client,
     pgpool: &Pgpool,
-) -> kube::Result<(Option<ApiResource>, bool)> {
-    let Some(ar) = service_monitor_api(client).await? else {
-        return Ok((None, false));
+    api: Option<ApiResource>,
+) -> kube::Result<(Option<ApiResource>, bool, Option<DynamicObject>)> {
+    let Some(ar) = api else {
+        return Ok((None, false, None));
     };
     let ns = pgpool.namespace().unwrap_or_default();
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
-    match api.get_opt(&names::stats_service(&pgpool.name_any())).await {
-        Ok(_) => Ok((Some(ar), false)),
-        Err(kube::Error::Api(e)) if e.code == 403 => Ok((None, true)),
+    let sms: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+    match sms.get_opt(&names::stats_service(&pgpool.name_any())).await {
+        Ok(sm) => Ok((Some(ar), false, sm)),
+        Err(kube::Error::Api(e)) if e.code == 403 => Ok((None, true, None)),
         Err(e) => Err(e),
     }
 }
 
-/// Reads the existing children of `pgpool` (and the ServiceMonitor when `sm_api` is given).
+/// Where [`dereference`] and [`children`] read from.
+pub struct Sources<'a> {
+    /// API client (for what the caches do not hold).
+    pub client: &'a Client,
+    /// Catalog entries.
+    pub versions: &'a Store<PgpoolVersion>,
+    /// AppBindings.
+    pub appbindings: &'a Store<AppBinding>,
+    /// Metadata of Secrets, Services, PetSets and PDBs.
+    pub index: &'a MetaIndex,
+    /// Contents of Secrets the Pgpools point at.
+    pub secrets: &'a SecretCache,
+    /// The ServiceMonitor API.
+    pub discovery: &'a ServiceMonitorDiscovery,
+}
+
+impl Sources<'_> {
+    fn appbinding(&self, ns: &str, name: &str) -> Option<AppBinding> {
+        self.appbindings
+            .get(&ObjectRef::new(name).within(ns))
+            .map(|ab| (*ab).clone())
+    }
+
+    fn standby_exists(&self, ab: &AppBinding) -> bool {
+        let Some(svc) = &ab.spec.client_config.service else {
+            return false;
+        };
+        let ns = ab.namespace().unwrap_or_default();
+        self.index
+            .services
+            .contains(&ns, &names::standby_service(&svc.name))
+    }
+}
+
+/// Reads the existing children of `pgpool`: those the index (or `known`: the last reconcile
+/// left it there) says exist are read from the API server, the rest are absent. The
+/// ServiceMonitor is passed in (see [`read_service_monitor`]).
 pub async fn children(
-    client: &Client,
+    src: &Sources<'_>,
     pgpool: &Pgpool,
-    sm_api: Option<&ApiResource>,
+    known: impl Fn(Kind, &str) -> bool,
+    service_monitor: Option<DynamicObject>,
 ) -> kube::Result<Children> {
+    let client = src.client;
     let name = pgpool.name_any();
     let ns = pgpool.namespace().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    let petsets: Api<PetSet> = Api::namespaced(client.clone(), &ns);
-    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
-    let service_monitor = match sm_api {
-        Some(ar) => {
-            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, ar);
-            api.get_opt(&names::stats_service(&name)).await?
-        }
-        None => None,
+    let exists = |kind: Kind, child: &str| {
+        known(kind, child)
+            || src
+                .index
+                .of(kind)
+                .is_some_and(|index| index.contains(&ns, child))
     };
+    async fn read<K>(api: Api<K>, name: String, exists: bool) -> kube::Result<Option<K>>
+    where
+        K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        if exists {
+            api.get_opt(&name).await
+        } else {
+            Ok(None)
+        }
+    }
+    let secrets = || Api::<Secret>::namespaced(client.clone(), &ns);
+    let services = || Api::<Service>::namespaced(client.clone(), &ns);
+    let (auth, config) = (auth_secret_name(pgpool), names::config_secret(&name));
+    let (primary, pods, stats) = (
+        names::primary_service(&name),
+        names::pods_service(&name),
+        names::stats_service(&name),
+    );
+    let (petset, pdb) = (names::petset(&name), names::pdb(&name));
     Ok(Children {
-        auth_secret: secrets.get_opt(&auth_secret_name(pgpool)).await?,
-        config_secret: secrets.get_opt(&names::config_secret(&name)).await?,
-        primary_service: services.get_opt(&names::primary_service(&name)).await?,
-        pods_service: services.get_opt(&names::pods_service(&name)).await?,
-        stats_service: services.get_opt(&names::stats_service(&name)).await?,
-        petset: petsets.get_opt(&names::petset(&name)).await?,
-        pdb: pdbs.get_opt(&names::pdb(&name)).await?,
+        auth_secret: read(secrets(), auth.clone(), exists(Kind::Secret, &auth)).await?,
+        config_secret: read(secrets(), config.clone(), exists(Kind::Secret, &config)).await?,
+        primary_service: read(services(), primary.clone(), exists(Kind::Service, &primary)).await?,
+        pods_service: read(services(), pods.clone(), exists(Kind::Service, &pods)).await?,
+        stats_service: read(services(), stats.clone(), exists(Kind::Service, &stats)).await?,
+        petset: read(
+            Api::<PetSet>::namespaced(client.clone(), &ns),
+            petset.clone(),
+            exists(Kind::PetSet, &petset),
+        )
+        .await?,
+        pdb: read(
+            Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns),
+            pdb.clone(),
+            exists(Kind::Pdb, &pdb),
+        )
+        .await?,
         service_monitor,
     })
 }
 
-/// Reads everything the Pgpool points at and its children. Stops early (leaving later fields
-/// empty) when the version or AppBinding is missing: validation reports that first.
-pub async fn dereference(client: &Client, pgpool: &Pgpool) -> kube::Result<Observed> {
+/// Reads everything the Pgpool points at (from the caches) and its children (see
+/// [`children`]). Stops early (leaving later fields empty) when the version or AppBinding is
+/// missing: validation reports that first.
+pub async fn dereference(
+    src: &Sources<'_>,
+    pgpool: &Pgpool,
+    known: impl Fn(Kind, &str) -> bool,
+) -> kube::Result<Observed> {
     let ns = pgpool.namespace().unwrap_or_default();
-    let mut observed = Observed::default();
-
-    let versions: Api<PgpoolVersion> = Api::all(client.clone());
-    observed.version = versions.get_opt(&pgpool.spec.version).await?;
+    let mut observed = Observed {
+        version: src
+            .versions
+            .get(&ObjectRef::new(&pgpool.spec.version))
+            .map(|v| (*v).clone()),
+        ..Observed::default()
+    };
 
     let ab_ns = appbinding_namespace(pgpool);
-    let appbindings: Api<AppBinding> = Api::namespaced(client.clone(), &ab_ns);
-    observed.appbinding = appbindings.get_opt(&pgpool.spec.postgres_ref.name).await?;
+    observed.appbinding = src.appbinding(&ab_ns, &pgpool.spec.postgres_ref.name);
     if let Some(ab) = &observed.appbinding {
         if let Some(secret) = &ab.spec.secret {
-            let secrets: Api<Secret> = Api::namespaced(client.clone(), &ab_ns);
-            observed.backend_secret = secrets.get_opt(&secret.name).await?;
+            observed.backend_secret = src
+                .secrets
+                .get(src.client, &src.index.secrets, &ab_ns, &secret.name)
+                .await?
+                .map(|s| (*s).clone());
         }
-        observed.standby_exists = standby_exists(client, ab).await?;
+        observed.standby_exists = src.standby_exists(ab);
     }
 
     let groups = pgpool
@@ -169,13 +359,9 @@ pub async fn dereference(client: &Client, pgpool: &Pgpool) -> kube::Result<Obser
         .iter()
         .flat_map(|c| c.backends.iter())
         .filter_map(|b| b.group.clone());
-    let local_appbindings: Api<AppBinding> = Api::namespaced(client.clone(), &ns);
     for group in groups {
-        let appbinding = local_appbindings.get_opt(&group).await?;
-        let standby = match &appbinding {
-            Some(ab) => standby_exists(client, ab).await?,
-            None => false,
-        };
+        let appbinding = src.appbinding(&ns, &group);
+        let standby = appbinding.as_ref().is_some_and(|ab| src.standby_exists(ab));
         observed.group_backends.push(GroupBackend {
             name: group,
             appbinding,
@@ -184,16 +370,74 @@ pub async fn dereference(client: &Client, pgpool: &Pgpool) -> kube::Result<Obser
     }
 
     if let Some(name) = user_config_secret_name(&pgpool.spec) {
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-        observed.user_config_secret = secrets.get_opt(&name).await?;
+        observed.user_config_secret = src
+            .secrets
+            .get(src.client, &src.index.secrets, &ns, &name)
+            .await?
+            .map(|s| (*s).clone());
     }
 
     // looked up even without spec.monitor, so that a ServiceMonitor left from an earlier
     // spec is found and removed
-    (
-        observed.service_monitor_api,
-        observed.service_monitor_forbidden,
-    ) = usable_service_monitor_api(client, pgpool).await?;
-    observed.children = children(client, pgpool, observed.service_monitor_api.as_ref()).await?;
+    let api = src.discovery.api(src.client).await?;
+    let (api, forbidden, service_monitor) = read_service_monitor(src.client, pgpool, api).await?;
+    observed.service_monitor_api = api;
+    observed.service_monitor_forbidden = forbidden;
+    observed.children = children(src, pgpool, known, service_monitor).await?;
     Ok(observed)
+}
+
+/// A hash of everything outside its children that a reconcile of `pgpool` depends on, from
+/// the caches: the Pgpool's spec (generation) and provisioning state, the catalog entry, the
+/// AppBindings, their Secrets and standby Services, the user configuration Secret and whether
+/// ServiceMonitors can be made.
+pub fn dependencies(src: &Sources<'_>, pgpool: &Pgpool) -> u64 {
+    let mut h = DefaultHasher::new();
+    let ns = pgpool.namespace().unwrap_or_default();
+    (
+        pgpool.uid(),
+        pgpool.metadata.generation,
+        super::validate::was_provisioned(pgpool),
+    )
+        .hash(&mut h);
+    src.versions
+        .get(&ObjectRef::new(&pgpool.spec.version))
+        .map(|v| v.resource_version())
+        .hash(&mut h);
+    let mut appbinding = |ab_ns: &str, name: &str| {
+        let ab = src.appbindings.get(&ObjectRef::new(name).within(ab_ns));
+        ab.as_ref().map(|ab| ab.resource_version()).hash(&mut h);
+        if let Some(ab) = ab {
+            let secret = ab
+                .spec
+                .secret
+                .as_ref()
+                .and_then(|s| src.index.secrets.get(ab_ns, &s.name));
+            secret.map(|r| r.resource_version).hash(&mut h);
+            src.standby_exists(&ab).hash(&mut h);
+        }
+    };
+    appbinding(
+        &appbinding_namespace(pgpool),
+        &pgpool.spec.postgres_ref.name,
+    );
+    for b in pgpool
+        .spec
+        .configuration
+        .iter()
+        .flat_map(|c| c.backends.iter())
+    {
+        if let Some(group) = &b.group {
+            appbinding(&ns, group);
+        }
+    }
+    if let Some(name) = user_config_secret_name(&pgpool.spec) {
+        src.index
+            .secrets
+            .get(&ns, &name)
+            .map(|r| r.resource_version)
+            .hash(&mut h);
+    }
+    src.discovery.cached().map(|api| api.is_some()).hash(&mut h);
+    h.finish()
 }

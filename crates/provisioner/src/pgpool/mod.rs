@@ -3,10 +3,18 @@
 //!
 //! Pipeline per reconcile: [`dereference`] (reads) -> [`validate`] (pure) -> [`build`] (pure)
 //! -> apply (server-side apply, skipped when nothing differs, see [`diff`]) -> [`status`].
+//!
+//! Reads come from watch caches: Pgpools, PgpoolVersions and AppBindings in full, pods in
+//! compact form, and the metadata of every Secret and Service and of its PetSets and PDBs in
+//! an [`index`]. A reconcile whose inputs did not change since the last full one (see
+//! [`memo`]) only computes the status, without a request; otherwise the children that exist
+//! are read from the API server before they are compared.
 
 pub mod build;
 pub mod dereference;
 pub mod diff;
+pub mod index;
+pub mod memo;
 pub mod reconcile;
 pub mod status;
 pub mod validate;
@@ -14,21 +22,27 @@ pub mod validate;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use futures::channel::mpsc;
+use futures::{FutureExt as _, StreamExt};
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
-use kube::core::ObjectMeta;
+use kube::core::{ObjectMeta, PartialObjectMeta};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use operator_kit::CancellationToken;
-use pgpool_api::{AppBinding, PetSet, Pgpool, PgpoolVersion, names};
+use operator_kit::{CancellationToken, EventRecorder};
+use pgpool_api::{AppBinding, Pgpool, PgpoolVersion, names};
 use tracing::{debug, warn};
 
-pub use reconcile::{Context, FIELD_MANAGER, ReconcileError};
+pub use reconcile::{Caches, Context, FIELD_MANAGER, ReconcileError};
 
+use crate::cache::{Feed, PodLite, Synced, trim_meta};
+use crate::metrics::{ControllerMetrics, PhaseGauge};
+use dereference::{SecretCache, ServiceMonitorDiscovery};
+use index::{Change, KindIndex, MetaIndex, PetSetReplicas};
+use memo::Memos;
 use validate::{appbinding_namespace, auth_secret_name, user_config_secret_name};
 
 /// Label selector of the objects the provisioner labels (children and pods).
@@ -81,15 +95,19 @@ fn pgpools_using_appbindings(
         .collect()
 }
 
-/// Secret -> Pgpools: owners, and Pgpools that read it (auth, user config, AppBinding Secret).
+/// Secret -> Pgpools: its owners; for a Secret no Pgpool owns, the Pgpools that read it
+/// (auth, user config, AppBinding Secret).
 fn map_secret(
-    s: &Secret,
+    s: &ObjectMeta,
     pgpools: &Store<Pgpool>,
     appbindings: &Store<AppBinding>,
 ) -> Vec<ObjectRef<Pgpool>> {
-    let mut out = owners(&s.metadata);
-    let ns = s.namespace().unwrap_or_default();
-    let name = s.name_any();
+    let out = owners(s);
+    if !out.is_empty() {
+        return out;
+    }
+    let ns = s.namespace.clone().unwrap_or_default();
+    let name = s.name.clone().unwrap_or_default();
     let referring: Vec<(String, String)> = appbindings
         .state()
         .iter()
@@ -99,28 +117,33 @@ fn map_secret(
         })
         .map(|ab| (ns.clone(), ab.name_any()))
         .collect();
-    for p in pgpools.state() {
-        let same_ns = p.namespace().as_deref() == Some(ns.as_str());
-        let reads = same_ns
-            && (auth_secret_name(&p) == name
-                || user_config_secret_name(&p.spec).as_deref() == Some(name.as_str()));
-        let via_appbinding = appbindings_of(&p).iter().any(|r| referring.contains(r));
-        if reads || via_appbinding {
-            out.push(ObjectRef::from_obj(&*p));
-        }
-    }
-    out
+    pgpools
+        .state()
+        .iter()
+        .filter(|p| {
+            let same_ns = p.namespace().as_deref() == Some(ns.as_str());
+            let reads = same_ns
+                && (auth_secret_name(p) == name
+                    || user_config_secret_name(&p.spec).as_deref() == Some(name.as_str()));
+            reads || appbindings_of(p).iter().any(|r| referring.contains(r))
+        })
+        .map(|p| ObjectRef::from_obj(&**p))
+        .collect()
 }
 
-/// Service -> Pgpools: owners, and Pgpools whose AppBinding's standby Service it is.
+/// Service -> Pgpools: its owners; for a Service no Pgpool owns, the Pgpools whose
+/// AppBinding's standby Service it is.
 fn map_service(
-    s: &Service,
+    s: &ObjectMeta,
     pgpools: &Store<Pgpool>,
     appbindings: &Store<AppBinding>,
 ) -> Vec<ObjectRef<Pgpool>> {
-    let mut out = owners(&s.metadata);
-    let ns = s.namespace().unwrap_or_default();
-    let name = s.name_any();
+    let out = owners(s);
+    if !out.is_empty() {
+        return out;
+    }
+    let ns = s.namespace.clone().unwrap_or_default();
+    let name = s.name.clone().unwrap_or_default();
     let standby_of: Vec<(String, String)> = appbindings
         .state()
         .iter()
@@ -135,16 +158,14 @@ fn map_service(
         })
         .map(|ab| (ns.clone(), ab.name_any()))
         .collect();
-    if !standby_of.is_empty() {
-        out.extend(pgpools_using_appbindings(pgpools, |r| {
-            standby_of.contains(r)
-        }));
+    if standby_of.is_empty() {
+        return out;
     }
-    out
+    pgpools_using_appbindings(pgpools, |r| standby_of.contains(r))
 }
 
 /// Pod -> its Pgpool, by the instance label.
-fn map_pod(p: &Pod) -> Option<ObjectRef<Pgpool>> {
+fn map_pod(p: &PodLite) -> Option<ObjectRef<Pgpool>> {
     let labels = p.labels();
     if labels.get(names::LABEL_NAME).map(String::as_str) != Some(names::LABEL_NAME_VALUE) {
         return None;
@@ -153,19 +174,24 @@ fn map_pod(p: &Pod) -> Option<ObjectRef<Pgpool>> {
     Some(ObjectRef::new(instance).within(&p.namespace().unwrap_or_default()))
 }
 
-/// Waits until `store` is filled; false when its writer is gone. Re-polls every 100 ms:
-/// kube-runtime 5's store readiness keeps a single waker, so when the controller's own runner
-/// waits on the same store, one of the two waiters may never be woken.
-pub async fn store_ready<K>(store: &Store<K>) -> bool
-where
-    K: kube::runtime::reflector::Lookup + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    loop {
-        if let Ok(result) =
-            tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await
-        {
-            return result.is_ok();
+/// Where the Pgpool controller gets its pods: a (possibly shared) feed's store and whether it
+/// is filled, and the triggers its [`pod_subscriber`] sends.
+pub struct PodInput {
+    /// The pods.
+    pub store: Store<PodLite>,
+    /// Whether the store is filled.
+    pub synced: Synced,
+    /// Pgpools whose pods changed.
+    pub triggers: mpsc::UnboundedReceiver<ObjectRef<Pgpool>>,
+}
+
+/// The subscriber to put on a pod feed: triggers the pod's Pgpool through `tx`.
+pub fn pod_subscriber(
+    tx: mpsc::UnboundedSender<ObjectRef<Pgpool>>,
+) -> impl Fn(&PodLite, bool) + Send + Sync + 'static {
+    move |pod: &PodLite, _gone: bool| {
+        if let Some(p) = map_pod(pod) {
+            let _ = tx.unbounded_send(p);
         }
     }
 }
@@ -177,106 +203,232 @@ pub struct ControllerSettings {
     pub namespace: Option<String>,
     /// Reconciles at the same time.
     pub concurrency: u16,
+    /// Requeue interval of a healthy Pgpool.
+    pub resync: Duration,
+    /// First retry delay after an error.
+    pub error_backoff: Duration,
 }
 
-/// Runs the Pgpool controller until `shutdown` is cancelled. Calls `ready` once the Pgpool
-/// and AppBinding caches are filled.
+/// Runs the Pgpool controller until `shutdown` is cancelled. Calls `ready` once its caches
+/// are filled.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_controller(
-    ctx: Arc<Context>,
+    client: Client,
+    recorder: EventRecorder,
+    metrics: ControllerMetrics,
+    phases: PhaseGauge,
     settings: ControllerSettings,
+    pods: PodInput,
     shutdown: CancellationToken,
     ready: impl FnOnce() + Send + 'static,
 ) {
-    let client = ctx.client.clone();
     let ns = settings.namespace.as_deref();
     let managed = watcher::Config::default().labels(&managed_selector());
+    let (tx, triggers) = mpsc::unbounded::<ObjectRef<Pgpool>>();
+    let mut tasks = Vec::new();
 
-    let pgpools_api: Api<Pgpool> = api(&client, ns);
-    let controller = Controller::new(pgpools_api, watcher::Config::default())
-        .with_config(controller::Config::default().concurrency(settings.concurrency));
-    let pgpools = controller.store();
-
-    // AppBindings are cached for the Secret and Service mappers, and watched as triggers.
-    let (appbindings, ab_writer) = reflector::store::<AppBinding>();
-    let ab_stream = reflector::reflector(
-        ab_writer,
-        watcher(api::<AppBinding>(&client, ns), watcher::Config::default()).default_backoff(),
-    )
-    .touched_objects();
-    let ab_task = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let drain = ab_stream.for_each(|_| futures::future::ready(()));
-            tokio::select! {
-                _ = drain => {}
-                _ = shutdown.cancelled() => {}
+    // Pgpools: the controller's own store
+    let (pgpools, writer) = reflector::store::<Pgpool>();
+    let (pgpools_synced_tx, pgpools_synced) = index::sync_pair();
+    let pgpool_events = watcher(api::<Pgpool>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .modify(|p: &mut Pgpool| trim_meta(&mut p.metadata))
+        .reflect(writer)
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                pgpools_synced_tx.send_replace(true);
             }
         })
-    };
+        .applied_objects();
 
+    // catalog entries and AppBindings, in full
+    let mut versions = Feed::new(
+        Api::<PgpoolVersion>::all(client.clone()),
+        watcher::Config::default(),
+        |v: &mut PgpoolVersion| trim_meta(&mut v.metadata),
+    );
     {
-        let pgpools = pgpools.clone();
-        let appbindings = appbindings.clone();
-        tokio::spawn(async move {
-            if store_ready(&pgpools).await && store_ready(&appbindings).await {
-                debug!("Pgpool and AppBinding caches filled");
-                ready();
+        let (pgpools, tx) = (pgpools.clone(), tx.clone());
+        versions.subscribe(move |v: &PgpoolVersion, _| {
+            let name = v.name_any();
+            for p in pgpools.state().iter().filter(|p| p.spec.version == name) {
+                let _ = tx.unbounded_send(ObjectRef::from_obj(&**p));
+            }
+        });
+    }
+    let mut appbindings = Feed::new(
+        api::<AppBinding>(&client, ns),
+        watcher::Config::default(),
+        |ab: &mut AppBinding| trim_meta(&mut ab.metadata),
+    );
+    {
+        let (pgpools, tx) = (pgpools.clone(), tx.clone());
+        appbindings.subscribe(move |ab: &AppBinding, _| {
+            let key = (ab.namespace().unwrap_or_default(), ab.name_any());
+            for p in pgpools_using_appbindings(&pgpools, |r| *r == key) {
+                let _ = tx.unbounded_send(p);
             }
         });
     }
 
-    let (p1, p2, p3, p4) = (
-        pgpools.clone(),
-        pgpools.clone(),
-        pgpools.clone(),
-        pgpools.clone(),
-    );
-    let (a1, a2) = (appbindings.clone(), appbindings);
-    let controller = controller
-        .owns(api::<PetSet>(&client, ns), managed.clone())
-        .owns(api::<PodDisruptionBudget>(&client, ns), managed.clone())
-        .watches(
-            api::<Secret>(&client, ns),
-            watcher::Config::default(),
-            move |s: Secret| map_secret(&s, &p1, &a1),
-        )
-        .watches(
-            api::<Service>(&client, ns),
-            watcher::Config::default(),
-            move |s: Service| map_service(&s, &p2, &a2),
-        )
-        .watches(api::<Pod>(&client, ns), managed, |p: Pod| map_pod(&p))
-        .watches(
-            Api::<PgpoolVersion>::all(client.clone()),
-            watcher::Config::default(),
-            move |v: PgpoolVersion| {
-                let name = v.name_any();
-                p3.state()
+    // metadata of Secrets, Services (all: children and the objects Pgpools point at),
+    // PetSets and PDBs (ours)
+    let index = Arc::new(MetaIndex::default());
+    let memos = Arc::new(Memos::default());
+    let secrets = Arc::new(SecretCache::default());
+    let notifier = {
+        let (pgpools, appbindings_store, tx, memos, secrets) = (
+            pgpools.clone(),
+            appbindings.store(),
+            tx.clone(),
+            memos.clone(),
+            secrets.clone(),
+        );
+        move |kind: index::Kind, change: Change<'_>| {
+            let (meta, deleted) = match change {
+                Change::Applied(m) => (m, false),
+                Change::Deleted(m) => (m, true),
+                Change::Relisted => {
+                    // anything may have changed while the watch was down
+                    memos.invalidate_all();
+                    for p in pgpools.state() {
+                        let _ = tx.unbounded_send(ObjectRef::from_obj(&*p));
+                    }
+                    return;
+                }
+            };
+            let targets = match kind {
+                index::Kind::Secret => map_secret(meta, &pgpools, &appbindings_store),
+                index::Kind::Service => map_service(meta, &pgpools, &appbindings_store),
+                _ => owners(meta),
+            };
+            if deleted {
+                let keys: Vec<String> = targets
                     .iter()
-                    .filter(|p| p.spec.version == name)
-                    .map(|p| ObjectRef::from_obj(&**p))
-                    .collect::<Vec<_>>()
-            },
+                    .map(|r| format!("{}/{}", r.namespace.as_deref().unwrap_or_default(), r.name))
+                    .collect();
+                memos.invalidate(keys.iter().map(String::as_str));
+                if kind == index::Kind::Secret {
+                    secrets.evict(
+                        meta.namespace.as_deref().unwrap_or_default(),
+                        meta.name.as_deref().unwrap_or_default(),
+                    );
+                }
+            }
+            for r in targets {
+                let _ = tx.unbounded_send(r);
+            }
+        }
+    };
+    let notifier = Arc::new(notifier);
+    let mut synced_parts = vec![versions.synced(), appbindings.synced(), pods.synced.clone()];
+    fn meta_parts<K>(o: &PartialObjectMeta<K>) -> (&ObjectMeta, Option<i32>) {
+        (&o.metadata, None)
+    }
+    macro_rules! index_feed {
+        ($kind:expr, $field:ident, $events:expr, $parts:expr) => {{
+            let (sync_tx, synced) = index::sync_pair();
+            synced_parts.push(synced);
+            let (index, notifier) = (index.clone(), notifier.clone());
+            let events = $events;
+            tasks.push(tokio::spawn(async move {
+                let target: &KindIndex = &index.$field;
+                index::run_feed(events, target, $parts, sync_tx, |c| notifier($kind, c)).await;
+            }));
+        }};
+    }
+    index_feed!(
+        index::Kind::Secret,
+        secrets,
+        watcher(
+            api::<PartialObjectMeta<Secret>>(&client, ns),
+            watcher::Config::default()
         )
-        .watches(
-            api::<AppBinding>(&client, ns),
-            watcher::Config::default(),
-            move |ab: AppBinding| {
-                let key = (ab.namespace().unwrap_or_default(), ab.name_any());
-                pgpools_using_appbindings(&p4, |r| *r == key)
-            },
+        .default_backoff(),
+        meta_parts::<Secret>
+    );
+    index_feed!(
+        index::Kind::Service,
+        services,
+        watcher(
+            api::<PartialObjectMeta<Service>>(&client, ns),
+            watcher::Config::default()
         )
-        .graceful_shutdown_on(shutdown.cancelled_owned());
+        .default_backoff(),
+        meta_parts::<Service>
+    );
+    index_feed!(
+        index::Kind::PetSet,
+        petsets,
+        watcher(api::<PetSetReplicas>(&client, ns), managed.clone()).default_backoff(),
+        |p: &PetSetReplicas| (&p.metadata, p.spec.replicas)
+    );
+    index_feed!(
+        index::Kind::Pdb,
+        pdbs,
+        watcher(
+            api::<PartialObjectMeta<PodDisruptionBudget>>(&client, ns),
+            managed.clone()
+        )
+        .default_backoff(),
+        meta_parts::<PodDisruptionBudget>
+    );
 
-    controller
+    let caches = Caches {
+        versions: versions.store(),
+        appbindings: appbindings.store(),
+        pods: pods.store,
+        index,
+        secrets,
+        discovery: ServiceMonitorDiscovery::new(settings.resync),
+        memos,
+        synced: Synced::all(synced_parts.iter().cloned()),
+    };
+    tasks.push(tokio::spawn(versions.run()));
+    tasks.push(tokio::spawn(appbindings.run()));
+
+    let all_synced = Synced::all(synced_parts.into_iter().chain([pgpools_synced]));
+    tasks.push(tokio::spawn(async move {
+        if all_synced.wait().await {
+            debug!("Pgpool controller caches filled");
+            ready();
+        }
+    }));
+
+    let ctx = Arc::new(Context::new(
+        client,
+        recorder,
+        metrics,
+        phases,
+        settings.resync,
+        settings.error_backoff,
+        caches,
+    ));
+    let gone = ctx.clone();
+    Controller::for_stream(pgpool_events, pgpools)
+        .reconcile_on(futures::stream::select(triggers, pods.triggers))
+        .with_config(controller::Config::default().concurrency(settings.concurrency))
+        .graceful_shutdown_on(shutdown.cancelled_owned().map(|_| ()))
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|result| async move {
+        .for_each(|result| {
             match result {
                 Ok((obj, _)) => debug!(pgpool = %obj.name, "reconciled"),
                 Err(controller::Error::ReconcilerFailed(_, _)) => {}
+                Err(controller::Error::ObjectNotFound(obj)) => {
+                    let key = format!(
+                        "{}/{}",
+                        obj.namespace.as_deref().unwrap_or_default(),
+                        obj.name
+                    );
+                    gone.caches.memos.forget(&key);
+                }
                 Err(e) => warn!("Pgpool controller: {e}"),
             }
+            futures::future::ready(())
         })
         .await;
-    ab_task.abort();
+    drop(tx);
+    for t in tasks {
+        t.abort();
+    }
 }

@@ -7,27 +7,32 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use operator_kit::EventRecorder;
 use pgpool_api::pgpool::DeletionPolicy;
-use pgpool_api::{PetSet, Pgpool, names};
+use pgpool_api::{AppBinding, PetSet, Pgpool, PgpoolVersion, names};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::build::{Desired, build};
-use super::dereference::{self, Children, Observed};
+use super::dereference::{
+    self, Children, Observed, SecretCache, ServiceMonitorDiscovery, Sources, child_slots,
+};
 use super::diff::{is_subset, stamp_hash};
+use super::index::{Kind, MetaIndex, fingerprint_of};
+use super::memo::{ChildMemo, Memo, MemoOutcome, Memos};
 use super::status::{EventNote, Health, Outcome, is_paused, next_status};
 use super::validate::{
     AuthPlan, Plan, RandomGenerator, auth_externally_managed, is_ours, validate,
 };
+use crate::cache::{PodLite, Synced};
 use crate::metrics::{ControllerMetrics, PhaseGauge};
 
 /// Field manager of every server-side apply of the provisioner.
@@ -46,9 +51,39 @@ pub enum ReconcileError {
     /// An object could not be serialized.
     #[error("cannot serialize an object: {0}")]
     Serialize(#[from] serde_json::Error),
-    /// The status write kept meeting newer versions of the Pgpool.
-    #[error("the Pgpool kept changing while its status was written")]
-    StatusConflict,
+    /// A write carried the resourceVersion of a cached copy that is no longer the newest; the
+    /// newer version's watch event triggers the next reconcile.
+    #[error("the Pgpool changed since it was cached (409 Conflict); will look again")]
+    Conflict,
+}
+
+impl ReconcileError {
+    fn from_write(e: kube::Error) -> Self {
+        match e {
+            kube::Error::Api(s) if s.code == 409 => ReconcileError::Conflict,
+            e => ReconcileError::Kube(e),
+        }
+    }
+}
+
+/// The watch caches the Pgpool controller reads.
+pub struct Caches {
+    /// Catalog entries.
+    pub versions: Store<PgpoolVersion>,
+    /// AppBindings.
+    pub appbindings: Store<AppBinding>,
+    /// Pods (compact).
+    pub pods: Store<PodLite>,
+    /// Metadata of Secrets, Services, PetSets and PDBs.
+    pub index: Arc<MetaIndex>,
+    /// Contents of Secrets the Pgpools point at but do not own.
+    pub secrets: Arc<SecretCache>,
+    /// The ServiceMonitor API.
+    pub discovery: ServiceMonitorDiscovery,
+    /// What the last full reconcile of each Pgpool saw.
+    pub memos: Arc<Memos>,
+    /// Whether the caches above are filled.
+    pub synced: Synced,
 }
 
 /// Shared state of the Pgpool controller.
@@ -65,6 +100,8 @@ pub struct Context {
     pub resync: Duration,
     /// First retry delay after an error; doubles per failure up to [`MAX_BACKOFF`].
     pub error_backoff: Duration,
+    /// The watch caches.
+    pub caches: Caches,
     failures: Mutex<HashMap<ObjectRef<Pgpool>, u32>>,
     warned_do_not_terminate: Mutex<HashSet<String>>,
 }
@@ -78,6 +115,7 @@ impl Context {
         phases: PhaseGauge,
         resync: Duration,
         error_backoff: Duration,
+        caches: Caches,
     ) -> Self {
         Self {
             client,
@@ -86,6 +124,7 @@ impl Context {
             phases,
             resync,
             error_backoff,
+            caches,
             failures: Mutex::default(),
             warned_do_not_terminate: Mutex::default(),
         }
@@ -93,6 +132,17 @@ impl Context {
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<Pgpool>, u32>> {
         self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sources(&self) -> Sources<'_> {
+        Sources {
+            client: &self.client,
+            versions: &self.caches.versions,
+            appbindings: &self.caches.appbindings,
+            index: &self.caches.index,
+            secrets: &self.caches.secrets,
+            discovery: &self.caches.discovery,
+        }
     }
 }
 
@@ -124,14 +174,18 @@ pub fn error_policy(obj: Arc<Pgpool>, err: &ReconcileError, ctx: Arc<Context>) -
         *n
     };
     let delay = backoff_delay(ctx.error_backoff, failures);
-    warn!(
-        pgpool = %obj.name_any(),
-        namespace = obj.namespace().unwrap_or_default(),
-        failures,
-        retry_in_ms = delay.as_millis() as u64,
-        "reconcile failed: {err}"
-    );
-    if failures == 1 {
+    if matches!(err, ReconcileError::Conflict) {
+        debug!(pgpool = %obj.name_any(), failures, "{err}");
+    } else {
+        warn!(
+            pgpool = %obj.name_any(),
+            namespace = obj.namespace().unwrap_or_default(),
+            failures,
+            retry_in_ms = delay.as_millis() as u64,
+            "reconcile failed: {err}"
+        );
+    }
+    if failures == 1 && !matches!(err, ReconcileError::Conflict) {
         let ctx = ctx.clone();
         let message = format!("reconcile failed, retrying: {err}");
         tokio::spawn(async move {
@@ -161,31 +215,34 @@ async fn set_finalizers(
         &PatchParams::default(),
         &Patch::Merge(&patch),
     )
-    .await?;
+    .await
+    .map_err(ReconcileError::from_write)?;
     Ok(())
 }
 
-async fn reconcile_inner(obj: &Pgpool, ctx: &Context) -> Result<Action, ReconcileError> {
-    let name = obj.name_any();
-    let ns = obj.namespace().unwrap_or_default();
+/// One reconcile of the cached `pgpool`. Every write of the Pgpool carries the cached
+/// resourceVersion, so acting on a copy that is not the newest ends in a 409 (and the newer
+/// copy's event triggers the next reconcile): in particular, the Paused handshake holds, as a
+/// reconcile never acknowledges or writes past a pause it has not seen.
+async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, ReconcileError> {
+    let name = pgpool.name_any();
+    let ns = pgpool.namespace().unwrap_or_default();
+    let key = format!("{ns}/{name}");
     let api: Api<Pgpool> = Api::namespaced(ctx.client.clone(), &ns);
-    // Work from a fresh read: a cached copy may predate a pause request.
-    let Some(pgpool) = api.get_opt(&name).await? else {
-        if let Some(uid) = obj.uid() {
-            ctx.phases.forget(&uid);
-        }
-        return Ok(Action::await_change());
-    };
+    if !ctx.caches.synced.is_synced() {
+        ctx.caches.synced.wait().await;
+    }
     let uid = pgpool.uid().unwrap_or_default();
     let paused = is_paused(pgpool.status.as_ref());
 
     if pgpool.meta().deletion_timestamp.is_some() {
-        if !has_finalizer(&pgpool) {
+        ctx.caches.memos.forget(&key);
+        if !has_finalizer(pgpool) {
             return Ok(Action::await_change());
         }
         if paused {
-            let health = observe_health(ctx, &pgpool, true).await?;
-            write_status(ctx, &api, &name, &Outcome::Paused(health)).await?;
+            let health = observe_health(ctx, pgpool, true);
+            write_status(ctx, &api, pgpool, &Outcome::Paused(health)).await?;
             return Ok(Action::requeue(ctx.resync));
         }
         let policy = pgpool.spec.deletion_policy();
@@ -198,7 +255,7 @@ async fn reconcile_inner(obj: &Pgpool, ctx: &Context) -> Result<Action, Reconcil
             if first {
                 ctx.recorder
                     .warning(
-                        &pgpool,
+                        pgpool,
                         "DeletionRefused",
                         "deletionPolicy is DoNotTerminate: nothing is deleted and the Pgpool stays Terminating; set spec.deletionPolicy to Delete, Halt or WipeOut to let it go",
                     )
@@ -206,14 +263,14 @@ async fn reconcile_inner(obj: &Pgpool, ctx: &Context) -> Result<Action, Reconcil
             }
             return Ok(Action::requeue(ctx.resync));
         }
-        cleanup(ctx, &pgpool, policy == DeletionPolicy::WipeOut).await?;
+        cleanup(ctx, pgpool, policy == DeletionPolicy::WipeOut).await?;
         let rest: Vec<String> = pgpool
             .finalizers()
             .iter()
             .filter(|f| *f != names::FINALIZER)
             .cloned()
             .collect();
-        set_finalizers(&api, &pgpool, rest).await?;
+        set_finalizers(&api, pgpool, rest).await?;
         ctx.phases.forget(&uid);
         ctx.warned_do_not_terminate
             .lock()
@@ -224,124 +281,233 @@ async fn reconcile_inner(obj: &Pgpool, ctx: &Context) -> Result<Action, Reconcil
     }
 
     if paused {
-        let health = observe_health(ctx, &pgpool, true).await?;
-        write_status(ctx, &api, &name, &Outcome::Paused(health)).await?;
+        let health = observe_health(ctx, pgpool, true);
+        write_status(ctx, &api, pgpool, &Outcome::Paused(health)).await?;
         return Ok(Action::requeue(ctx.resync));
     }
 
-    if !has_finalizer(&pgpool) {
+    if !has_finalizer(pgpool) {
         let mut finalizers = pgpool.finalizers().to_vec();
         finalizers.push(names::FINALIZER.to_string());
-        set_finalizers(&api, &pgpool, finalizers).await?;
+        set_finalizers(&api, pgpool, finalizers).await?;
+        // the patch changed the Pgpool: its event brings the next reconcile
+        return Ok(Action::requeue(ctx.resync));
     }
 
     if pgpool.spec.is_halted() {
-        halt(ctx, &pgpool).await?;
-        write_status(ctx, &api, &name, &Outcome::Halted).await?;
+        ctx.caches.memos.forget(&key);
+        halt(ctx, pgpool).await?;
+        write_status(ctx, &api, pgpool, &Outcome::Halted).await?;
         return Ok(Action::requeue(ctx.resync));
     }
 
-    let observed = dereference::dereference(&ctx.client, &pgpool).await?;
-    match validate(&pgpool, &observed, &mut RandomGenerator) {
+    // Nothing it depends on changed since the last full reconcile: only the status.
+    let src = ctx.sources();
+    // (a ServiceMonitor CRD may have been installed since: looked up once per resync)
+    ctx.caches.discovery.api(&ctx.client).await?;
+    let deps = dereference::dependencies(&src, pgpool);
+    let memo = ctx.caches.memos.get(&key);
+    if let Some(memo) = &memo {
+        let sm = match memo.child(Kind::ServiceMonitor, &names::stats_service(&name)) {
+            // not watched: read it (only Pgpools that have one)
+            Some(_) => current_service_monitor(ctx, pgpool).await?,
+            None => None,
+        };
+        let index = &ctx.caches.index;
+        let valid = memo.still_valid(&uid, deps, Instant::now(), |kind, child| match kind {
+            Kind::ServiceMonitor => sm,
+            _ => index.fingerprint(kind, &ns, child),
+        });
+        if let Some(outcome) = valid {
+            let health = observe_health(ctx, pgpool, false);
+            let outcome = match outcome {
+                MemoOutcome::Running { notes } => Outcome::Running {
+                    health,
+                    notes: notes.as_slice(),
+                },
+                MemoOutcome::Problem(problem) => Outcome::Problem(problem, health),
+            };
+            write_status(ctx, &api, pgpool, &outcome).await?;
+            return Ok(Action::requeue(ctx.resync));
+        }
+    }
+
+    // Full reconcile: read what changed, apply what differs, remember what was seen.
+    let ticket = ctx.caches.memos.ticket();
+    let slots = child_slots(pgpool, true);
+    let before: Vec<Option<u64>> = slots
+        .iter()
+        .map(|(kind, child)| ctx.caches.index.fingerprint(*kind, &ns, child))
+        .collect();
+    let known = |kind: Kind, child: &str| {
+        memo.as_ref()
+            .and_then(|m| m.child(kind, child))
+            .is_some_and(|c| c.value.is_some())
+    };
+    let observed = dereference::dereference(&src, pgpool, known).await?;
+    let (outcome, after) = match validate(pgpool, &observed, &mut RandomGenerator) {
         Err(problem) => {
             debug!(pgpool = %name, namespace = %ns, reason = problem.reason, "cannot provision");
-            let health = observe_health(ctx, &pgpool, false).await?;
-            write_status(ctx, &api, &name, &Outcome::Problem(&problem, health)).await?;
+            (
+                MemoOutcome::Problem(problem),
+                observed_fingerprints(&observed),
+            )
         }
         Ok(plan) => {
-            let desired = build(&pgpool, &plan);
-            let writes = apply(ctx, &pgpool, &plan, &desired, &observed).await?;
+            let desired = build(pgpool, &plan);
+            let (writes, after) = apply(ctx, pgpool, &plan, &desired, &observed).await?;
             if writes > 0 {
                 debug!(pgpool = %name, namespace = %ns, writes, "children applied");
             }
-            let health = observe_health(ctx, &pgpool, false).await?;
-            let outcome = Outcome::Running {
-                health,
-                notes: &plan.notes,
-            };
-            write_status(ctx, &api, &name, &outcome).await?;
+            (
+                MemoOutcome::Running {
+                    notes: plan.notes.clone(),
+                },
+                after,
+            )
         }
-    }
+    };
+    let has_sm_api = observed.service_monitor_api.is_some();
+    let children = slots
+        .into_iter()
+        .zip(before)
+        .filter(|((kind, _), _)| *kind != Kind::ServiceMonitor || has_sm_api)
+        .map(|((kind, child), prev)| ChildMemo {
+            value: after.get(&(kind, child.clone())).copied().flatten(),
+            prev: if kind == Kind::ServiceMonitor {
+                None
+            } else {
+                prev
+            },
+            kind,
+            name: child,
+        })
+        .collect();
+    let health = observe_health(ctx, pgpool, false);
+    let status_outcome = match &outcome {
+        MemoOutcome::Running { notes } => Outcome::Running {
+            health,
+            notes: notes.as_slice(),
+        },
+        MemoOutcome::Problem(problem) => Outcome::Problem(problem, health),
+    };
+    write_status(ctx, &api, pgpool, &status_outcome).await?;
+    let memo = Memo {
+        uid,
+        deps,
+        children,
+        outcome,
+        at: Instant::now(),
+    };
+    ctx.caches.memos.store(&key, memo, ticket);
     Ok(Action::requeue(ctx.resync))
 }
 
-/// Counts Ready pods. `from_petset`: take the desired count from the PetSet (while paused the
-/// Pgpool's replicas may not have reached it).
-async fn observe_health(
+/// Fingerprints of the children as observed, by (kind, name).
+type Fingerprints = HashMap<(Kind, String), Option<u64>>;
+
+fn fingerprint<K: Resource>(kind: Kind, obj: Option<&K>) -> Option<u64> {
+    obj.map(|o| fingerprint_of(kind, o.meta()))
+}
+
+fn observed_fingerprints(observed: &Observed) -> Fingerprints {
+    let c = &observed.children;
+    let mut out = Fingerprints::new();
+    let mut add = |kind: Kind, meta: Option<&kube::core::ObjectMeta>| {
+        if let Some(m) = meta
+            && let Some(name) = &m.name
+        {
+            out.insert((kind, name.clone()), Some(fingerprint_of(kind, m)));
+        }
+    };
+    add(Kind::Secret, c.auth_secret.as_ref().map(|o| o.meta()));
+    add(Kind::Secret, c.config_secret.as_ref().map(|o| o.meta()));
+    add(Kind::Service, c.primary_service.as_ref().map(|o| o.meta()));
+    add(Kind::Service, c.pods_service.as_ref().map(|o| o.meta()));
+    add(Kind::Service, c.stats_service.as_ref().map(|o| o.meta()));
+    add(Kind::PetSet, c.petset.as_ref().map(|o| o.meta()));
+    add(Kind::Pdb, c.pdb.as_ref().map(|o| o.meta()));
+    add(
+        Kind::ServiceMonitor,
+        c.service_monitor.as_ref().map(|o| o.meta()),
+    );
+    out
+}
+
+/// The fingerprint of the Pgpool's ServiceMonitor now (read from the API server).
+async fn current_service_monitor(
     ctx: &Context,
     pgpool: &Pgpool,
-    from_petset: bool,
-) -> Result<Health, ReconcileError> {
+) -> Result<Option<u64>, ReconcileError> {
+    let api = ctx.caches.discovery.api(&ctx.client).await?;
+    let (_, _, sm) = dereference::read_service_monitor(&ctx.client, pgpool, api).await?;
+    Ok(fingerprint(Kind::ServiceMonitor, sm.as_ref()))
+}
+
+/// Counts Ready pods (from the cache). `from_petset`: take the desired count from the PetSet
+/// (while paused the Pgpool's replicas may not have reached it).
+fn observe_health(ctx: &Context, pgpool: &Pgpool, from_petset: bool) -> Health {
     let name = pgpool.name_any();
     let ns = pgpool.namespace().unwrap_or_default();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let list = pods
-        .list(&ListParams::default().labels(&names::selector_string(&name)))
-        .await?;
-    let ready = list
-        .items
+    let ready = ctx
+        .caches
+        .pods
+        .state()
         .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            let labels = p.labels();
+            p.metadata.namespace.as_deref() == Some(ns.as_str())
+                && labels.get(names::LABEL_INSTANCE) == Some(&name)
+                && labels.get(names::LABEL_NAME).map(String::as_str)
+                    == Some(names::LABEL_NAME_VALUE)
+                && p.is_ready()
         })
         .count();
     let mut replicas = pgpool.spec.replicas();
-    if from_petset {
-        let petsets: Api<PetSet> = Api::namespaced(ctx.client.clone(), &ns);
-        if let Some(ps) = petsets.get_opt(&names::petset(&name)).await? {
-            replicas = ps.spec.replicas();
-        }
+    if from_petset && let Some(ps) = ctx.caches.index.petsets.get(&ns, &names::petset(&name)) {
+        replicas = ps.replicas.unwrap_or(1);
     }
-    Ok(Health {
+    Health {
         replicas,
         ready: i32::try_from(ready).unwrap_or(i32::MAX),
-    })
+    }
 }
 
-/// Read-modify-write of the status with the resourceVersion just read; retried on 409.
+/// Writes the status `outcome` leads to over the cached `pgpool`'s, if it differs, with the
+/// cached resourceVersion (a newer Pgpool makes it a [`ReconcileError::Conflict`]).
 async fn write_status(
     ctx: &Context,
     api: &Api<Pgpool>,
-    name: &str,
+    pgpool: &Pgpool,
     outcome: &Outcome<'_>,
 ) -> Result<(), ReconcileError> {
-    for _ in 0..5 {
-        let Some(fresh) = api.get_opt(name).await? else {
-            return Ok(());
-        };
-        let (status, events) = next_status(
-            fresh.status.as_ref(),
-            fresh.metadata.generation,
-            fresh.spec.is_halted(),
-            outcome,
-            Utc::now(),
-        );
-        let uid = fresh.uid().unwrap_or_default();
-        if let Some(phase) = status.phase {
-            ctx.phases.set(&uid, phase);
-        }
-        if fresh.status.as_ref() == Some(&status) {
-            return Ok(());
-        }
-        let mut updated = fresh.clone();
-        updated.status = Some(status);
-        match api
-            .replace_status(name, &PostParams::default(), &updated)
-            .await
-        {
-            Ok(_) => {
-                publish(ctx, &fresh, events).await;
-                return Ok(());
-            }
-            Err(kube::Error::Api(e)) if e.code == 409 => continue,
-            Err(e) => return Err(e.into()),
-        }
+    let (status, events) = next_status(
+        pgpool.status.as_ref(),
+        pgpool.metadata.generation,
+        pgpool.spec.is_halted(),
+        outcome,
+        Utc::now(),
+    );
+    let uid = pgpool.uid().unwrap_or_default();
+    if let Some(phase) = status.phase {
+        ctx.phases.set(&uid, phase);
     }
-    Err(ReconcileError::StatusConflict)
+    if pgpool.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let mut updated = pgpool.clone();
+    updated.status = Some(status);
+    match api
+        .replace_status(&pgpool.name_any(), &PostParams::default(), &updated)
+        .await
+    {
+        Ok(_) => {
+            publish(ctx, pgpool, events).await;
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(ReconcileError::from_write(e)),
+    }
 }
 
 async fn publish(ctx: &Context, pgpool: &Pgpool, events: Vec<EventNote>) {
@@ -355,8 +521,12 @@ async fn publish(ctx: &Context, pgpool: &Pgpool, events: Vec<EventNote>) {
 }
 
 /// Server-side applies `desired` unless `observed` already has everything it says.
-/// Returns whether a write was made.
-async fn ensure<K>(api: &Api<K>, desired: &K, observed: Option<&K>) -> Result<bool, ReconcileError>
+/// Returns the object written, if a write was made.
+async fn ensure<K>(
+    api: &Api<K>,
+    desired: &K,
+    observed: Option<&K>,
+) -> Result<Option<K>, ReconcileError>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + Debug,
 {
@@ -365,20 +535,21 @@ where
     if let Some(o) = observed {
         if o.meta().deletion_timestamp.is_some() {
             // wait until it is gone; its deletion triggers the next reconcile
-            return Ok(false);
+            return Ok(None);
         }
         if is_subset(&value, &serde_json::to_value(o)?) {
-            return Ok(false);
+            return Ok(None);
         }
     }
     let name = desired.meta().name.clone().unwrap_or_default();
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&value),
-    )
-    .await?;
-    Ok(true)
+    let written = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&value),
+        )
+        .await?;
+    Ok(Some(written))
 }
 
 fn owned_by(meta: &kube::core::ObjectMeta, uid: &str) -> bool {
@@ -423,18 +594,25 @@ impl Apis {
     }
 }
 
+/// Applies the children that differ and deletes those no longer wanted. Returns the number
+/// of writes and the fingerprints of the children as they are now.
 async fn apply(
     ctx: &Context,
     pgpool: &Pgpool,
     plan: &Plan,
     desired: &Desired,
     observed: &Observed,
-) -> Result<usize, ReconcileError> {
+) -> Result<(usize, Fingerprints), ReconcileError> {
     let apis = Apis::new(&ctx.client, &plan.namespace);
     let uid = plan.owner.uid.as_str();
     let c = &observed.children;
+    let mut after = observed_fingerprints(observed);
     let mut writes = 0usize;
-    let mut count = |written: bool| writes += usize::from(written);
+    // records a write: the object written, or `None` for a deletion of `name`
+    let mut wrote = |kind: Kind, name: String, obj: Option<&kube::core::ObjectMeta>| {
+        writes += 1;
+        after.insert((kind, name), obj.map(|m| fingerprint_of(kind, m)));
+    };
 
     if let Some(auth) = &desired.auth_secret {
         match &plan.auth {
@@ -443,7 +621,11 @@ async fn apply(
                 let mut value = serde_json::to_value(auth)?;
                 stamp_hash(&mut value);
                 let secret: Secret = serde_json::from_value(value)?;
-                apis.secrets.create(&PostParams::default(), &secret).await?;
+                let created = apis
+                    .secrets
+                    .create(&PostParams::default(), &secret)
+                    .await
+                    .map_err(ReconcileError::from_write)?;
                 ctx.recorder
                     .normal(
                         pgpool,
@@ -454,52 +636,75 @@ async fn apply(
                         ),
                     )
                     .await;
-                count(true);
+                wrote(Kind::Secret, created.name_any(), Some(created.meta()));
             }
-            _ => count(ensure(&apis.secrets, auth, c.auth_secret.as_ref()).await?),
+            _ => {
+                if let Some(w) = ensure(&apis.secrets, auth, c.auth_secret.as_ref()).await? {
+                    wrote(Kind::Secret, w.name_any(), Some(w.meta()));
+                }
+            }
         }
     }
-    count(
-        ensure(
-            &apis.secrets,
-            &desired.config_secret,
-            c.config_secret.as_ref(),
-        )
-        .await?,
-    );
-    count(
-        ensure(
-            &apis.services,
-            &desired.primary_service,
-            c.primary_service.as_ref(),
-        )
-        .await?,
-    );
-    count(
-        ensure(
-            &apis.services,
-            &desired.pods_service,
-            c.pods_service.as_ref(),
-        )
-        .await?,
-    );
-    match &desired.stats_service {
-        Some(s) => count(ensure(&apis.services, s, c.stats_service.as_ref()).await?),
-        None => count(delete_owned(&apis.services, c.stats_service.as_ref(), uid).await?),
+    if let Some(w) = ensure(
+        &apis.secrets,
+        &desired.config_secret,
+        c.config_secret.as_ref(),
+    )
+    .await?
+    {
+        wrote(Kind::Secret, w.name_any(), Some(w.meta()));
     }
-    count(ensure(&apis.petsets, &desired.petset, c.petset.as_ref()).await?);
+    for (want, have) in [
+        (&desired.primary_service, c.primary_service.as_ref()),
+        (&desired.pods_service, c.pods_service.as_ref()),
+    ] {
+        if let Some(w) = ensure(&apis.services, want, have).await? {
+            wrote(Kind::Service, w.name_any(), Some(w.meta()));
+        }
+    }
+    match &desired.stats_service {
+        Some(s) => {
+            if let Some(w) = ensure(&apis.services, s, c.stats_service.as_ref()).await? {
+                wrote(Kind::Service, w.name_any(), Some(w.meta()));
+            }
+        }
+        None => {
+            if delete_owned(&apis.services, c.stats_service.as_ref(), uid).await? {
+                wrote(Kind::Service, names::stats_service(&plan.name), None);
+            }
+        }
+    }
+    if let Some(w) = ensure(&apis.petsets, &desired.petset, c.petset.as_ref()).await? {
+        wrote(Kind::PetSet, w.name_any(), Some(w.meta()));
+    }
     match &desired.pdb {
-        Some(p) => count(ensure(&apis.pdbs, p, c.pdb.as_ref()).await?),
-        None => count(delete_owned(&apis.pdbs, c.pdb.as_ref(), uid).await?),
+        Some(p) => {
+            if let Some(w) = ensure(&apis.pdbs, p, c.pdb.as_ref()).await? {
+                wrote(Kind::Pdb, w.name_any(), Some(w.meta()));
+            }
+        }
+        None => {
+            if delete_owned(&apis.pdbs, c.pdb.as_ref(), uid).await? {
+                wrote(Kind::Pdb, names::pdb(&plan.name), None);
+            }
+        }
     }
     if let Some(ar) = &observed.service_monitor_api {
         let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &plan.namespace, ar);
         match &desired.service_monitor {
-            Some(sm) => count(ensure(&api, sm, c.service_monitor.as_ref()).await?),
-            None => count(delete_owned(&api, c.service_monitor.as_ref(), uid).await?),
+            Some(sm) => {
+                if let Some(w) = ensure(&api, sm, c.service_monitor.as_ref()).await? {
+                    wrote(Kind::ServiceMonitor, w.name_any(), Some(w.meta()));
+                }
+            }
+            None => {
+                if delete_owned(&api, c.service_monitor.as_ref(), uid).await? {
+                    wrote(Kind::ServiceMonitor, names::stats_service(&plan.name), None);
+                }
+            }
         }
     }
-    Ok(writes)
+    Ok((writes, after))
 }
 
 async fn existing_children(
@@ -507,8 +712,10 @@ async fn existing_children(
     pgpool: &Pgpool,
 ) -> Result<(Children, Apis, Option<Api<DynamicObject>>), ReconcileError> {
     let ns = pgpool.namespace().unwrap_or_default();
-    let (sm_api, _) = dereference::usable_service_monitor_api(&ctx.client, pgpool).await?;
-    let children = dereference::children(&ctx.client, pgpool, sm_api.as_ref()).await?;
+    let src = ctx.sources();
+    let api = ctx.caches.discovery.api(&ctx.client).await?;
+    let (sm_api, _, sm) = dereference::read_service_monitor(&ctx.client, pgpool, api).await?;
+    let children = dereference::children(&src, pgpool, |_, _| false, sm).await?;
     let sm = sm_api.map(|ar| Api::namespaced_with(ctx.client.clone(), &ns, &ar));
     Ok((children, Apis::new(&ctx.client, &ns), sm))
 }

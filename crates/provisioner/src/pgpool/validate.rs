@@ -247,7 +247,7 @@ fn secret_string(secret: &Secret, key: &str) -> Option<String> {
 }
 
 /// True when the Pgpool was provisioned before (a deprecated version keeps running).
-fn was_provisioned(pgpool: &Pgpool) -> bool {
+pub(crate) fn was_provisioned(pgpool: &Pgpool) -> bool {
     pgpool.status.as_ref().is_some_and(|s| {
         conditions::is_true(&s.conditions, conditions::pgpool::PROVISIONING_STARTED)
             || conditions::is_true(&s.conditions, conditions::pgpool::PROVISIONED)
