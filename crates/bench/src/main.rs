@@ -47,6 +47,11 @@ struct Args {
     /// Length of the steady-state window, in seconds.
     #[arg(long, default_value_t = 20)]
     steady_seconds: u64,
+    /// `--resync-seconds` of the provisioner: how often it looks again at every Pgpool and
+    /// PetSet although nothing changed (default 300; shorter here so that the steady-state
+    /// window covers resyncs of all of them).
+    #[arg(long, default_value_t = 8)]
+    resync_seconds: u64,
     /// Directory holding the operator binaries.
     #[arg(long, default_value = "target/release")]
     bin_dir: PathBuf,
@@ -78,6 +83,7 @@ struct RunResult {
     steady_writes: u64,
     updates: Vec<(i32, f64)>,
     rss_kib: BTreeMap<&'static str, u64>,
+    anon_kib: BTreeMap<&'static str, u64>,
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -152,7 +158,11 @@ async fn run(args: &Args, n: usize) -> anyhow::Result<RunResult> {
     let counts = server.requests().since(&mark);
     result.requests_per_pgpool = per_verb(&counts, n);
     if args.detail {
-        print_detail("provisioning", &counts);
+        print_detail(
+            "provisioning",
+            &counts,
+            &server.requests().records_since(&mark),
+        );
     }
 
     // 2. steady state: a measurement window, nothing to wait for.
@@ -164,7 +174,11 @@ async fn run(args: &Args, n: usize) -> anyhow::Result<RunResult> {
     result.steady_per_minute = operator_requests as f64 * 60.0 / window.as_secs_f64();
     result.steady_writes = operator_total(&counts, |k| k.verb.is_write());
     if args.detail {
-        print_detail("steady state", &counts);
+        print_detail(
+            "steady state",
+            &counts,
+            &server.requests().records_since(&mark),
+        );
     }
 
     // 3. update overhead
@@ -189,10 +203,10 @@ async fn run(args: &Args, n: usize) -> anyhow::Result<RunResult> {
     }
 
     // 4. memory
-    result
-        .rss_kib
-        .insert(PROVISIONER, provisioner.peak_rss_kib()?);
-    result.rss_kib.insert(OPS_MANAGER, ops.peak_rss_kib()?);
+    for op in [&provisioner, &ops] {
+        result.rss_kib.insert(op.name, op.peak_rss_kib()?);
+        result.anon_kib.insert(op.name, op.peak_anon_kib());
+    }
     provisioner.stop();
     ops.stop();
     Ok(result)
@@ -206,7 +220,7 @@ fn operator_total(counts: &RequestCounts, pred: impl Fn(&testkit::RequestKey) ->
     counts.sum(|k| is_operator(&k.agent) && pred(k))
 }
 
-fn print_detail(phase: &str, counts: &RequestCounts) {
+fn print_detail(phase: &str, counts: &RequestCounts, records: &[testkit::RequestRecord]) {
     let mut rows: Vec<(String, u64)> = counts
         .iter()
         .filter(|(k, _)| is_operator(&k.agent))
@@ -218,10 +232,30 @@ fn print_detail(phase: &str, counts: &RequestCounts) {
             )
         })
         .collect();
-    rows.sort_by(|a, b| b.1.cmp(&a.1));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1));
     eprintln!("-- requests during {phase}:");
     for (key, count) in rows {
         eprintln!("{count:>8}  {key}");
+    }
+    let mut failed: BTreeMap<String, u64> = BTreeMap::new();
+    for r in records
+        .iter()
+        .filter(|r| is_operator(&r.key.agent) && r.code >= 400)
+    {
+        let agent = r.key.agent.split('/').next().unwrap_or_default();
+        let key = format!(
+            "{agent} {} {} -> {}",
+            r.key.verb.as_str(),
+            r.key.resource_path(),
+            r.code
+        );
+        *failed.entry(key).or_default() += 1;
+    }
+    if !failed.is_empty() {
+        eprintln!("-- failed requests during {phase} (included above):");
+        for (key, count) in failed {
+            eprintln!("{count:>8}  {key}");
+        }
     }
 }
 
@@ -391,6 +425,9 @@ struct Operator {
     name: &'static str,
     child: Child,
     addr: SocketAddr,
+    /// Highest RssAnon seen by the sampler (KiB).
+    peak_anon: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    sampler: tokio::task::JoinHandle<()>,
 }
 
 impl Operator {
@@ -431,11 +468,34 @@ impl Operator {
                 &format!("--log-level={}", args.operator_log_level),
                 &format!("--metrics-bind-address={addr}"),
             ])
+            .args(
+                (name == PROVISIONER).then(|| format!("--resync-seconds={}", args.resync_seconds)),
+            )
             .stdout(Stdio::from(log))
             .stderr(stderr)
             .spawn()
             .with_context(|| format!("start {name}"))?;
-        Ok(Self { name, child, addr })
+        // The kernel keeps the peak of the whole resident set (VmHWM), not of its parts:
+        // sample the anonymous part (heap, stacks) to tell it from the mapped binary.
+        let peak_anon = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let sampler = {
+            let (peak, pid) = (peak_anon.clone(), child.id());
+            tokio::spawn(async move {
+                loop {
+                    if let Some(kib) = proc_status_kib(pid, "RssAnon:") {
+                        peak.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        Ok(Self {
+            name,
+            child,
+            addr,
+            peak_anon,
+            sampler,
+        })
     }
 
     async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
@@ -456,12 +516,16 @@ impl Operator {
 
     /// Peak resident set size (VmHWM) in KiB.
     fn peak_rss_kib(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("no VmHWM in /proc status")
+        proc_status_kib(self.child.id(), "VmHWM:").context("no VmHWM in /proc status")
+    }
+
+    /// Highest anonymous resident memory (RssAnon) sampled, in KiB.
+    fn peak_anon_kib(&self) -> u64 {
+        if let Some(kib) = proc_status_kib(self.child.id(), "RssAnon:") {
+            self.peak_anon
+                .fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.peak_anon.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn stop(&mut self) {
@@ -473,8 +537,18 @@ impl Operator {
     }
 }
 
+/// A `kB` line of `/proc/<pid>/status`.
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 impl Drop for Operator {
     fn drop(&mut self) {
+        self.sampler.abort();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -518,8 +592,8 @@ fn print_table(results: &[RunResult], args: &Args) {
     }
     println!();
     println!(
-        "## Steady state ({} s window, nothing changing)",
-        args.steady_seconds
+        "## Steady state ({} s window, nothing changing, provisioner resync every {} s)",
+        args.steady_seconds, args.resync_seconds
     );
     println!("| N | operator requests/min | writes in window |");
     println!("|---:|---:|---:|");
@@ -545,15 +619,19 @@ fn print_table(results: &[RunResult], args: &Args) {
         }
     }
     println!();
-    println!("## Peak RSS (MiB)");
-    println!("| N | {PROVISIONER} | {OPS_MANAGER} |");
-    println!("|---:|---:|---:|");
+    println!("## Peak RSS (MiB): whole process (VmHWM), and its anonymous part (heap, stacks)");
+    println!("| N | {PROVISIONER} | anon | {OPS_MANAGER} | anon |");
+    println!("|---:|---:|---:|---:|---:|");
+    let mib =
+        |m: &BTreeMap<&'static str, u64>, k: &str| m.get(k).copied().unwrap_or(0) as f64 / 1024.0;
     for r in results {
         println!(
-            "| {} | {:.1} | {:.1} |",
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} |",
             r.n,
-            r.rss_kib.get(PROVISIONER).copied().unwrap_or(0) as f64 / 1024.0,
-            r.rss_kib.get(OPS_MANAGER).copied().unwrap_or(0) as f64 / 1024.0
+            mib(&r.rss_kib, PROVISIONER),
+            mib(&r.anon_kib, PROVISIONER),
+            mib(&r.rss_kib, OPS_MANAGER),
+            mib(&r.anon_kib, OPS_MANAGER),
         );
     }
 }
