@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod events;
 pub mod metrics;
 pub mod petset;
 pub mod pgpool;
@@ -15,7 +16,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use kube::Client;
-use operator_kit::{CancellationToken, EventRecorder};
+use operator_kit::CancellationToken;
+
+use crate::events::EventRecorder;
 use prometheus::Registry;
 
 use crate::metrics::{ControllerMetrics, PhaseGauge};

@@ -32,12 +32,20 @@ struct Cli {
         value_parser = BoolishValueParser::new()
     )]
     petset_controller: bool,
+
+    /// Seconds between two looks at a Pgpool or PetSet when nothing happens (a safety net:
+    /// changes are watched; a look at an unchanged object reads only the watch caches).
+    #[arg(long, env = "RESYNC_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    resync_seconds: u64,
 }
 
-#[tokio::main]
+// Two workers whatever the node's core count: the work is I/O-bound, and every worker
+// thread costs memory (stack, allocator arena).
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let cli: Cli = operator_kit::parse_args(&INFO);
     let petset_controller = cli.petset_controller;
+    let resync = std::time::Duration::from_secs(cli.resync_seconds);
     let result = operator_kit::run(INFO, cli.common, move |ctx: RunContext| async move {
         if !petset_controller {
             tracing::info!("PetSet controller is off (--petset-controller=false)");
@@ -48,6 +56,7 @@ async fn main() -> ExitCode {
             concurrency: ctx.concurrency,
             petset_controller,
             instance: ctx.identity.clone(),
+            resync,
             ..Default::default()
         };
         let shutdown = ctx.shutdown.clone();

@@ -23,7 +23,6 @@ use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, Resource, ResourceExt as _};
-use operator_kit::{EventRecorder, EventType};
 use pgpool_api::PetSet;
 use pgpool_api::names::{LABEL_POD_NAME, LABEL_REVISION_HASH};
 use prometheus::Registry;
@@ -35,6 +34,7 @@ use super::metrics::Metrics;
 use super::plan::{self, DeleteReason, Input, Plan, PlanError, PodAction};
 use super::{Error, FIELD_MANAGER, PetSetConfig, pods, revision, selector};
 use crate::cache::{Feed, PodLite, Synced};
+use crate::events::{EventRecorder, EventType};
 
 /// First retry delay after a failed reconcile; doubles per consecutive failure.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);

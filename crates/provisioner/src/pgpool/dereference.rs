@@ -388,21 +388,19 @@ pub async fn dereference(
 }
 
 /// A hash of everything outside its children that a reconcile of `pgpool` depends on, from
-/// the caches: the Pgpool's spec (generation) and provisioning state, the catalog entry, the
+/// the caches: the Pgpool's spec (generation), the catalog entry (and, for a deprecated one,
+/// whether the Pgpool was provisioned already), the
 /// AppBindings, their Secrets and standby Services, the user configuration Secret and whether
 /// ServiceMonitors can be made.
 pub fn dependencies(src: &Sources<'_>, pgpool: &Pgpool) -> u64 {
     let mut h = DefaultHasher::new();
     let ns = pgpool.namespace().unwrap_or_default();
-    (
-        pgpool.uid(),
-        pgpool.metadata.generation,
-        super::validate::was_provisioned(pgpool),
-    )
-        .hash(&mut h);
-    src.versions
-        .get(&ObjectRef::new(&pgpool.spec.version))
-        .map(|v| v.resource_version())
+    (pgpool.uid(), pgpool.metadata.generation).hash(&mut h);
+    let version = src.versions.get(&ObjectRef::new(&pgpool.spec.version));
+    version.as_ref().map(|v| v.resource_version()).hash(&mut h);
+    // a deprecated version is refused only to Pgpools that were never provisioned
+    version
+        .is_some_and(|v| v.spec.is_deprecated() && !super::validate::was_provisioned(pgpool))
         .hash(&mut h);
     let mut appbinding = |ab_ns: &str, name: &str| {
         let ab = src.appbindings.get(&ObjectRef::new(name).within(ab_ns));

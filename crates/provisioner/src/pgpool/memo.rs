@@ -89,6 +89,27 @@ impl Memo {
             .then_some(&self.outcome)
     }
 
+    /// Why [`Self::still_valid`] says no (for logs); `None` when it says yes.
+    pub fn changed(
+        &self,
+        uid: &str,
+        deps: u64,
+        now: Instant,
+        mut current: impl FnMut(Kind, &str) -> Option<u64>,
+    ) -> Option<String> {
+        if self.uid != uid {
+            return Some("another Pgpool of that name".into());
+        }
+        if self.deps != deps {
+            return Some("its spec or what it points at".into());
+        }
+        let fresh = now.saturating_duration_since(self.at) < LAG;
+        self.children
+            .iter()
+            .find(|c| !c.unchanged(current(c.kind, &c.name), fresh))
+            .map(|c| format!("{:?} {}", c.kind, c.name))
+    }
+
     /// The memo of child `kind`/`name`.
     pub fn child(&self, kind: Kind, name: &str) -> Option<&ChildMemo> {
         self.children

@@ -32,13 +32,14 @@ use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use operator_kit::{CancellationToken, EventRecorder};
+use operator_kit::CancellationToken;
 use pgpool_api::{AppBinding, Pgpool, PgpoolVersion, names};
 use tracing::{debug, warn};
 
 pub use reconcile::{Caches, Context, FIELD_MANAGER, ReconcileError};
 
 use crate::cache::{Feed, PodLite, Synced, trim_meta};
+use crate::events::EventRecorder;
 use crate::metrics::{ControllerMetrics, PhaseGauge};
 use dereference::{SecretCache, ServiceMonitorDiscovery};
 use index::{Change, KindIndex, MetaIndex, PetSetReplicas};

@@ -13,9 +13,8 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
-use operator_kit::EventRecorder;
 use pgpool_api::pgpool::DeletionPolicy;
-use pgpool_api::{AppBinding, PetSet, Pgpool, PgpoolVersion, names};
+use pgpool_api::{AppBinding, PetSet, Pgpool, PgpoolStatus, PgpoolVersion, names};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -33,6 +32,7 @@ use super::validate::{
     AuthPlan, Plan, RandomGenerator, auth_externally_managed, is_ours, validate,
 };
 use crate::cache::{PodLite, Synced};
+use crate::events::EventRecorder;
 use crate::metrics::{ControllerMetrics, PhaseGauge};
 
 /// Field manager of every server-side apply of the provisioner.
@@ -104,6 +104,17 @@ pub struct Context {
     pub caches: Caches,
     failures: Mutex<HashMap<ObjectRef<Pgpool>, u32>>,
     warned_do_not_terminate: Mutex<HashSet<String>>,
+    /// Status writes the Pgpool cache may not show yet, by uid.
+    written: Mutex<HashMap<String, WrittenStatus>>,
+}
+
+/// This controller's last status write of a Pgpool: the version it made and the status, and
+/// the versions before it that the cache may still show (the one written over and those of
+/// earlier writes of this controller).
+struct WrittenStatus {
+    older: Vec<Option<String>>,
+    made: Option<String>,
+    status: PgpoolStatus,
 }
 
 impl Context {
@@ -127,6 +138,7 @@ impl Context {
             caches,
             failures: Mutex::default(),
             warned_do_not_terminate: Mutex::default(),
+            written: Mutex::default(),
         }
     }
 
@@ -272,6 +284,10 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
             .collect();
         set_finalizers(&api, pgpool, rest).await?;
         ctx.phases.forget(&uid);
+        ctx.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&uid);
         ctx.warned_do_not_terminate
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -318,6 +334,13 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
             Kind::ServiceMonitor => sm,
             _ => index.fingerprint(kind, &ns, child),
         });
+        if valid.is_none() && tracing::enabled!(tracing::Level::DEBUG) {
+            let why = memo.changed(&uid, deps, Instant::now(), |kind, child| match kind {
+                Kind::ServiceMonitor => sm,
+                _ => index.fingerprint(kind, &ns, child),
+            });
+            debug!(pgpool = %name, namespace = %ns, changed = why.as_deref().unwrap_or("?"), "full reconcile");
+        }
         if let Some(outcome) = valid {
             let health = observe_health(ctx, pgpool, false);
             let outcome = match outcome {
@@ -474,39 +497,79 @@ fn observe_health(ctx: &Context, pgpool: &Pgpool, from_petset: bool) -> Health {
 }
 
 /// Writes the status `outcome` leads to over the cached `pgpool`'s, if it differs, with the
-/// cached resourceVersion (a newer Pgpool makes it a [`ReconcileError::Conflict`]).
+/// cached resourceVersion (a newer Pgpool makes it a [`ReconcileError::Conflict`]). When the
+/// cache still holds the version this controller's last status write was made over, that write
+/// is the base instead (its status and the version it made): nobody else wrote in between, or
+/// the write fails with a conflict.
 async fn write_status(
     ctx: &Context,
     api: &Api<Pgpool>,
     pgpool: &Pgpool,
     outcome: &Outcome<'_>,
 ) -> Result<(), ReconcileError> {
+    let uid = pgpool.uid().unwrap_or_default();
+    let cached_rv = pgpool.resource_version();
+    // the versions the next write's base is newer than
+    let (base_rv, base_status, mut older) = {
+        let mut written = ctx.written.lock().unwrap_or_else(|e| e.into_inner());
+        match written.get(&uid) {
+            Some(w) if w.older.contains(&cached_rv) => {
+                let mut older = w.older.clone();
+                older.push(w.made.clone());
+                (w.made.clone(), Some(w.status.clone()), older)
+            }
+            _ => {
+                written.remove(&uid);
+                (cached_rv.clone(), pgpool.status.clone(), vec![cached_rv])
+            }
+        }
+    };
+    if older.len() > 8 {
+        older.remove(0);
+    }
     let (status, events) = next_status(
-        pgpool.status.as_ref(),
+        base_status.as_ref(),
         pgpool.metadata.generation,
         pgpool.spec.is_halted(),
         outcome,
         Utc::now(),
     );
-    let uid = pgpool.uid().unwrap_or_default();
     if let Some(phase) = status.phase {
         ctx.phases.set(&uid, phase);
     }
-    if pgpool.status.as_ref() == Some(&status) {
+    if base_status.as_ref() == Some(&status) {
         return Ok(());
     }
     let mut updated = pgpool.clone();
-    updated.status = Some(status);
+    updated.metadata.resource_version = base_rv.clone();
+    updated.status = Some(status.clone());
     match api
         .replace_status(&pgpool.name_any(), &PostParams::default(), &updated)
         .await
     {
-        Ok(_) => {
+        Ok(made) => {
+            ctx.written
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    uid,
+                    WrittenStatus {
+                        older,
+                        made: made.resource_version(),
+                        status,
+                    },
+                );
             publish(ctx, pgpool, events).await;
             Ok(())
         }
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(ReconcileError::from_write(e)),
+        Err(e) => {
+            ctx.written
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&uid);
+            Err(ReconcileError::from_write(e))
+        }
     }
 }
 
