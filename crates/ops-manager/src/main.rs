@@ -20,7 +20,9 @@ struct Cli {
     common: CommonArgs,
 }
 
-#[tokio::main]
+// Two workers whatever the node's core count: the work is I/O-bound, and every worker
+// thread costs memory (stack, allocator arena).
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let cli: Cli = operator_kit::parse_args(&INFO);
     let result = operator_kit::run(INFO, cli.common, |ctx: RunContext| async move {
