@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt as _};
@@ -85,6 +86,13 @@ macro_rules! resource_as {
 }
 pub(crate) use resource_as;
 
+/// The pod labels [`PodLite::trim`] keeps.
+const KEPT_POD_LABELS: &[&str] = &[
+    pgpool_api::names::LABEL_NAME,
+    pgpool_api::names::LABEL_INSTANCE,
+    pgpool_api::names::LABEL_REVISION_HASH,
+];
+
 /// A pod as the controllers keep it: identity, labels, owners, deletion, phase and the Ready
 /// condition (deserialized from a full pod; the rest is never held in memory).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -149,9 +157,14 @@ impl PodLite {
                 .is_some_and(|c| c.status == "True")
     }
 
-    /// Drops what no controller reads (see [`keep_identity`]).
+    /// Drops what no controller reads (see [`keep_identity`]), and the labels but those the
+    /// controllers decide on: the Pgpool's name and instance labels and the revision label.
+    /// (Selectors are matched by the API server, on the watch and on lists.)
     pub fn trim(&mut self) {
         keep_identity(&mut self.metadata, true);
+        if let Some(labels) = self.metadata.labels.as_mut() {
+            labels.retain(|k, _| KEPT_POD_LABELS.contains(&k.as_str()));
+        }
     }
 }
 
@@ -320,6 +333,38 @@ where
     }
 }
 
+/// Sends every object of `store` to `tx` once per `every`, spread evenly over the period: the
+/// controllers' resync (a safety net; watches trigger the real work). One timer for all
+/// objects, rather than a scheduled requeue per object.
+pub async fn resync<K>(
+    store: Store<K>,
+    tx: futures::channel::mpsc::UnboundedSender<reflector::ObjectRef<K>>,
+    every: Duration,
+) where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+{
+    let every = every.max(Duration::from_millis(1));
+    loop {
+        let refs: Vec<reflector::ObjectRef<K>> = store
+            .state()
+            .iter()
+            .map(|o| reflector::ObjectRef::from_obj(&**o))
+            .collect();
+        if refs.is_empty() {
+            tokio::time::sleep(every).await;
+            continue;
+        }
+        let gap = every / u32::try_from(refs.len()).unwrap_or(u32::MAX);
+        for r in refs {
+            tokio::time::sleep(gap).await;
+            if tx.unbounded_send(r).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,7 +395,11 @@ mod tests {
         assert!(pod.metadata.annotations.is_none());
         assert!(pod.metadata.managed_fields.is_none());
         let full = pod.to_pod();
-        assert_eq!(full.metadata.labels.unwrap()["app"], "web");
+        let labels = full.metadata.labels.unwrap();
+        assert!(
+            labels.is_empty(),
+            "only the labels the controllers read: {labels:?}"
+        );
         assert_eq!(full.metadata.owner_references.unwrap()[0].uid, "p1");
         let status = full.status.unwrap();
         assert_eq!(status.phase.as_deref(), Some("Running"));
@@ -382,6 +431,31 @@ mod tests {
         );
         assert!(!pod(json!({}), false).is_ready());
         assert!(!pod(json!({"conditions": null}), false).is_ready());
+    }
+
+    #[tokio::test]
+    async fn resync_sends_every_object_once_per_period() {
+        let (store, mut writer) = reflector::store::<PodLite>();
+        for name in ["a", "b", "c"] {
+            let pod: PodLite =
+                serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ns"}}))
+                    .unwrap();
+            writer.apply_watcher_event(&watcher::Event::Apply(pod));
+        }
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let ticker = tokio::spawn(resync(store, tx, Duration::from_millis(30)));
+        let first: Vec<String> =
+            tokio::time::timeout(Duration::from_secs(5), rx.take(6).collect::<Vec<_>>())
+                .await
+                .expect("two periods in time")
+                .into_iter()
+                .map(|r| r.name)
+                .collect();
+        ticker.abort();
+        let mut period: Vec<&String> = first[..3].iter().collect();
+        period.sort();
+        assert_eq!(period, ["a", "b", "c"]);
+        assert_eq!(first[..3], first[3..], "the same order each period");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use super::revision;
+use super::{revision, selector};
 use crate::cache::{keep_identity, resource_as};
 
 /// A PetSet without its pod template (see the module documentation).
@@ -57,11 +57,14 @@ pub struct PetSetSpecLite {
     pub revision_history_limit: Option<i32>,
 }
 
-/// What is kept of a pod template: its labels and digest.
+/// What is kept of a pod template: its digest, and whether its labels match the selector
+/// (the labels themselves only until [`PetSetLite::trim`] has worked that out).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TemplateLite {
-    /// `metadata.labels`.
+    /// `metadata.labels`, until trimmed.
     pub labels: Option<BTreeMap<String, String>>,
+    /// Whether the labels match `spec.selector` (set by [`PetSetLite::trim`]).
+    pub labels_match: Option<bool>,
     /// [`revision::template_digest`] of the full template.
     pub digest: String,
 }
@@ -72,6 +75,7 @@ impl<'de> Deserialize<'de> for TemplateLite {
         let digest = revision::template_digest(&template).map_err(D::Error::custom)?;
         Ok(Self {
             labels: template.metadata.and_then(|m| m.labels),
+            labels_match: None,
             digest,
         })
     }
@@ -80,9 +84,14 @@ impl<'de> Deserialize<'de> for TemplateLite {
 resource_as!(PetSetLite, PetSet);
 
 impl PetSetLite {
-    /// Drops the metadata the controller does not read.
+    /// Drops the metadata the controller does not read, and the template's labels once it is
+    /// known whether they match the selector.
     pub fn trim(&mut self) {
         keep_identity(&mut self.metadata, false);
+        let template = &mut self.spec.template;
+        if let Some(labels) = template.labels.take() {
+            template.labels_match = Some(selector::matches(&self.spec.selector, &labels));
+        }
     }
 
     /// The PetSet with a compact template (and no claim templates).
@@ -96,6 +105,7 @@ impl PetSetLite {
                 template: revision::compact_template(
                     spec.template.labels.clone(),
                     spec.template.digest.clone(),
+                    spec.template.labels_match,
                 ),
                 service_name: None,
                 volume_claim_templates: Vec::new(),
@@ -189,9 +199,10 @@ mod tests {
             revision::template_digest(&compact.spec.template).unwrap(),
             revision::template_digest(&full.spec.template).unwrap()
         );
+        assert_eq!(lite.spec.template.labels, None);
         assert_eq!(
-            compact.spec.template.metadata.unwrap().labels,
-            full.spec.template.metadata.unwrap().labels
+            revision::compact_labels_match(&compact.spec.template),
+            Some(true)
         );
         assert_eq!(compact.spec.replicas, Some(2));
         assert_eq!(

@@ -54,7 +54,6 @@ struct Context {
     /// The pod and revision caches are filled.
     synced: Synced,
     expectations: Arc<Mutex<Expectations>>,
-    resync: Duration,
 }
 
 impl Context {
@@ -288,7 +287,6 @@ pub async fn run_wired(
         revisions: revision_store,
         synced: Synced::all([pods_synced.clone(), revisions_synced.clone()]),
         expectations,
-        resync: cfg.resync,
     });
 
     // `graceful_shutdown_on` wants a Sync future; relay the caller's through a channel.
@@ -298,6 +296,11 @@ pub async fn run_wired(
         let _ = stop_tx.send(());
     });
 
+    let ticker = tokio::spawn(crate::cache::resync(
+        petset_store.clone(),
+        tx.clone(),
+        cfg.resync,
+    ));
     let controller = Controller::for_stream(petset_events, petset_store)
         .reconcile_on(triggers)
         .with_config(controller::Config::default().concurrency(cfg.concurrency))
@@ -338,6 +341,7 @@ pub async fn run_wired(
         })
         .await;
     drop(tx);
+    ticker.abort();
     relay.abort();
     readiness.abort();
     revision_feed.abort();
@@ -408,11 +412,13 @@ fn patch_params() -> PatchParams {
     }
 }
 
-fn next_action(plan: &Plan, resync: Duration) -> Action {
+/// Look again when a pod becomes available; otherwise when something changes (or the
+/// resync comes round, see [`crate::cache::resync`]).
+fn next_action(plan: &Plan) -> Action {
     match plan.requeue_after {
         // A little past the moment, so the pod is surely available by then.
-        Some(d) => Action::requeue((d + Duration::from_millis(100)).min(resync)),
-        None => Action::requeue(resync),
+        Some(d) => Action::requeue(d + Duration::from_millis(100)),
+        None => Action::await_change(),
     }
 }
 
@@ -544,7 +550,7 @@ async fn act(ps: &PetSet, cached: &PetSetLite, plan: Plan, ctx: &Context) -> Res
         && !status_changed
         && plan.history_deletes.is_empty()
     {
-        return Ok(next_action(&plan, ctx.resync));
+        return Ok(next_action(&plan));
     }
     tracing::debug!(
         petset = %key,
@@ -728,7 +734,7 @@ async fn act(ps: &PetSet, cached: &PetSetLite, plan: Plan, ctx: &Context) -> Res
             }
         }
     }
-    Ok(next_action(&plan, ctx.resync))
+    Ok(next_action(&plan))
 }
 
 /// Creates `claim` unless a claim of that name exists (an existing claim is used as is).

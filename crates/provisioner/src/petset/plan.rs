@@ -198,7 +198,9 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
         .as_ref()
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
-    if !selector::matches(&spec.selector, &template_labels) {
+    let labels_match = revision::compact_labels_match(&spec.template)
+        .unwrap_or_else(|| selector::matches(&spec.selector, &template_labels));
+    if !labels_match {
         return Err(PlanError::TemplateLabels);
     }
     let selector_labels = spec.selector.match_labels.clone().unwrap_or_default();

@@ -763,12 +763,9 @@ fn zero_replicas_deletes_everything_and_completes() {
 fn compact(ps: &PetSet, revs: &[ControllerRevision]) -> (PetSet, Vec<ControllerRevision>) {
     let mut c = ps.clone();
     c.spec.template = revision::compact_template(
-        ps.spec
-            .template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.labels.clone()),
+        None,
         revision::template_digest(&ps.spec.template).unwrap(),
+        Some(true),
     );
     c.spec.volume_claim_templates.clear();
     let revs = revs
@@ -840,8 +837,14 @@ fn compact_input_asks_for_the_full_objects_to_create_anything() {
     assert!(err.needs_full_objects(), "{err}");
     // other errors are not that
     let mut bad = c.clone();
-    bad.spec.selector.match_labels = Some([("app".to_string(), "other".to_string())].into());
-    assert!(!try_run(&bad, &[], &crevs).unwrap_err().needs_full_objects());
+    bad.spec.template = revision::compact_template(
+        None,
+        revision::template_digest(&ps.spec.template).unwrap(),
+        Some(false),
+    );
+    let err = try_run(&bad, &[], &crevs).unwrap_err();
+    assert!(matches!(err, PlanError::TemplateLabels), "{err}");
+    assert!(!err.needs_full_objects());
 }
 
 #[test]

@@ -74,27 +74,47 @@ pub fn template_canonical(template: &PodTemplateSpec) -> Result<String, serde_js
 /// compact template cannot be turned into pods or revisions ([`is_compact`]).
 const ANNOTATION_COMPACT_DIGEST: &str = "petset-controller.internal/template-digest";
 
-/// The digest of a canonical text: hex SHA-256, compared to tell templates apart.
+/// Annotation of a compact template: whether the full template's labels match the selector.
+const ANNOTATION_COMPACT_LABELS_MATCH: &str = "petset-controller.internal/labels-match";
+
+/// The digest of a canonical text (hex, 128 bits of SHA-256), compared to tell templates
+/// apart.
 pub fn digest_canonical(canonical: &str) -> String {
-    hex::encode(Sha256::digest(canonical.as_bytes()))
+    hex::encode(&Sha256::digest(canonical.as_bytes())[..16])
 }
 
-/// A compact template: only `labels` and the digest of the full template.
+/// A compact template: the digest of the full template and whether its labels match the
+/// PetSet's selector (`None`: not known; then `labels` are checked).
 pub fn compact_template(
     labels: Option<BTreeMap<String, String>>,
     digest: String,
+    labels_match: Option<bool>,
 ) -> PodTemplateSpec {
+    let mut annotations = BTreeMap::from([(ANNOTATION_COMPACT_DIGEST.to_string(), digest)]);
+    if let Some(ok) = labels_match {
+        annotations.insert(ANNOTATION_COMPACT_LABELS_MATCH.to_string(), ok.to_string());
+    }
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels,
-            annotations: Some(BTreeMap::from([(
-                ANNOTATION_COMPACT_DIGEST.to_string(),
-                digest,
-            )])),
+            annotations: Some(annotations),
             ..Default::default()
         }),
         spec: None,
     }
+}
+
+/// For a compact template that says so, whether the full template's labels match the
+/// selector.
+pub fn compact_labels_match(template: &PodTemplateSpec) -> Option<bool> {
+    compact_digest(template)?;
+    template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_COMPACT_LABELS_MATCH)
+        .map(|v| v == "true")
 }
 
 /// The digest a compact template carries; `None` for a full template.
@@ -194,7 +214,7 @@ fn compact_revision_digest(rev: &ControllerRevision) -> Option<&str> {
 /// revision, a compact template (which cannot be turned into pods).
 pub fn stored_template(rev: &ControllerRevision) -> Option<PodTemplateSpec> {
     if let Some(digest) = compact_revision_digest(rev) {
-        return Some(compact_template(None, digest.to_string()));
+        return Some(compact_template(None, digest.to_string(), None));
     }
     serde_json::from_value(data_template_value(&rev.data.as_ref()?.0)?).ok()
 }

@@ -18,7 +18,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use pgpool_api::{AppBinding, PetSet, Pgpool, PgpoolVersion, names};
 
-use super::index::{Kind, KindIndex, MetaIndex};
+use super::index::{Kind, KindIndex, MetaIndex, rv_hash};
 use super::validate::{appbinding_namespace, auth_secret_name, user_config_secret_name};
 
 /// The ServiceMonitor kind of the Prometheus operator.
@@ -107,8 +107,8 @@ pub struct SecretCache {
     entries: Mutex<SecretsByName>,
 }
 
-/// (namespace, name) -> (resourceVersion, Secret).
-type SecretsByName = HashMap<(String, String), (String, Arc<Secret>)>;
+/// (namespace, name) -> (hash of the resourceVersion, Secret).
+type SecretsByName = HashMap<(String, String), (u64, Arc<Secret>)>;
 
 impl SecretCache {
     fn entries(&self) -> std::sync::MutexGuard<'_, SecretsByName> {
@@ -134,7 +134,7 @@ impl SecretCache {
         match secrets.get_opt(name).await? {
             Some(secret) => {
                 let secret = Arc::new(secret);
-                let rv = secret.resource_version().unwrap_or_default();
+                let rv = rv_hash(secret.metadata.resource_version.as_deref());
                 self.entries().insert(key, (rv, secret.clone()));
                 Ok(Some(secret))
             }

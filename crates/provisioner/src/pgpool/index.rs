@@ -36,10 +36,10 @@ pub enum Kind {
 }
 
 /// What the index keeps of one object.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Record {
-    /// `metadata.resourceVersion`.
-    pub resource_version: String,
+    /// Hash of `metadata.resourceVersion` (see [`rv_hash`]).
+    pub resource_version: u64,
     /// `metadata.generation`.
     pub generation: Option<i64>,
     /// Hash of labels, annotations, owner references and deletion timestamp.
@@ -63,7 +63,7 @@ impl Record {
             .map(|t| t.0.as_second())
             .hash(&mut h);
         Self {
-            resource_version: meta.resource_version.clone().unwrap_or_default(),
+            resource_version: rv_hash(meta.resource_version.as_deref()),
             generation: meta.generation,
             meta: h.finish(),
             replicas,
@@ -84,6 +84,13 @@ impl Record {
         }
         h.finish()
     }
+}
+
+/// A hash of a resourceVersion (the index keeps no strings but names).
+pub fn rv_hash(resource_version: Option<&str>) -> u64 {
+    let mut h = DefaultHasher::new();
+    resource_version.unwrap_or_default().hash(&mut h);
+    h.finish()
 }
 
 /// The fingerprint (see [`Record::fingerprint`]) of an object read from the API server.
@@ -110,7 +117,7 @@ impl KindIndex {
 
     /// The record of `ns`/`name`.
     pub fn get(&self, ns: &str, name: &str) -> Option<Record> {
-        self.read().get(ns)?.get(name).cloned()
+        self.read().get(ns)?.get(name).copied()
     }
 
     /// Whether `ns`/`name` exists.

@@ -405,6 +405,12 @@ pub async fn run_controller(
         settings.error_backoff,
         caches,
     ));
+    // the resync: every Pgpool once per period
+    tasks.push(tokio::spawn(crate::cache::resync(
+        pgpools.clone(),
+        tx.clone(),
+        settings.resync,
+    )));
     let gone = ctx.clone();
     Controller::for_stream(pgpool_events, pgpools)
         .reconcile_on(futures::stream::select(triggers, pods.triggers))

@@ -96,7 +96,8 @@ pub struct Context {
     pub metrics: ControllerMetrics,
     /// Pgpools by phase.
     pub phases: PhaseGauge,
-    /// Requeue interval of a healthy Pgpool.
+    /// Resync interval (every Pgpool is looked at once per interval; see
+    /// [`crate::cache::resync`]).
     pub resync: Duration,
     /// First retry delay after an error; doubles per failure up to [`MAX_BACKOFF`].
     pub error_backoff: Duration,
@@ -255,7 +256,7 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
         if paused {
             let health = observe_health(ctx, pgpool, true);
             write_status(ctx, &api, pgpool, &Outcome::Paused(health)).await?;
-            return Ok(Action::requeue(ctx.resync));
+            return Ok(Action::await_change());
         }
         let policy = pgpool.spec.deletion_policy();
         if policy == DeletionPolicy::DoNotTerminate {
@@ -273,7 +274,7 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
                     )
                     .await;
             }
-            return Ok(Action::requeue(ctx.resync));
+            return Ok(Action::await_change());
         }
         cleanup(ctx, pgpool, policy == DeletionPolicy::WipeOut).await?;
         let rest: Vec<String> = pgpool
@@ -299,7 +300,7 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
     if paused {
         let health = observe_health(ctx, pgpool, true);
         write_status(ctx, &api, pgpool, &Outcome::Paused(health)).await?;
-        return Ok(Action::requeue(ctx.resync));
+        return Ok(Action::await_change());
     }
 
     if !has_finalizer(pgpool) {
@@ -307,14 +308,14 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
         finalizers.push(names::FINALIZER.to_string());
         set_finalizers(&api, pgpool, finalizers).await?;
         // the patch changed the Pgpool: its event brings the next reconcile
-        return Ok(Action::requeue(ctx.resync));
+        return Ok(Action::await_change());
     }
 
     if pgpool.spec.is_halted() {
         ctx.caches.memos.forget(&key);
         halt(ctx, pgpool).await?;
         write_status(ctx, &api, pgpool, &Outcome::Halted).await?;
-        return Ok(Action::requeue(ctx.resync));
+        return Ok(Action::await_change());
     }
 
     // Nothing it depends on changed since the last full reconcile: only the status.
@@ -351,7 +352,7 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
                 MemoOutcome::Problem(problem) => Outcome::Problem(problem, health),
             };
             write_status(ctx, &api, pgpool, &outcome).await?;
-            return Ok(Action::requeue(ctx.resync));
+            return Ok(Action::await_change());
         }
     }
 
@@ -423,7 +424,7 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
         at: Instant::now(),
     };
     ctx.caches.memos.store(&key, memo, ticket);
-    Ok(Action::requeue(ctx.resync))
+    Ok(Action::await_change())
 }
 
 /// Fingerprints of the children as observed, by (kind, name).
