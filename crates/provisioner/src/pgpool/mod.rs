@@ -11,6 +11,7 @@
 //! are read from the API server before they are compared.
 
 pub mod build;
+pub mod cached;
 pub mod dereference;
 pub mod diff;
 pub mod index;
@@ -33,9 +34,10 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use operator_kit::CancellationToken;
-use pgpool_api::{AppBinding, Pgpool, PgpoolVersion, names};
+use pgpool_api::{AppBinding, PgpoolVersion, names};
 use tracing::{debug, warn};
 
+pub use cached::CachedPgpool;
 pub use reconcile::{Caches, Context, FIELD_MANAGER, ReconcileError};
 
 use crate::cache::{Feed, PodLite, Synced, trim_meta};
@@ -44,7 +46,6 @@ use crate::metrics::{ControllerMetrics, PhaseGauge};
 use dereference::{SecretCache, ServiceMonitorDiscovery};
 use index::{Change, KindIndex, MetaIndex, PetSetReplicas};
 use memo::Memos;
-use validate::{appbinding_namespace, auth_secret_name, user_config_secret_name};
 
 /// Label selector of the objects the provisioner labels (children and pods).
 pub fn managed_selector() -> String {
@@ -62,7 +63,7 @@ where
 }
 
 /// Pgpools named in `meta`'s owner references.
-fn owners(meta: &ObjectMeta) -> Vec<ObjectRef<Pgpool>> {
+fn owners(meta: &ObjectMeta) -> Vec<ObjectRef<CachedPgpool>> {
     let ns = meta.namespace.clone().unwrap_or_default();
     meta.owner_references
         .iter()
@@ -72,26 +73,14 @@ fn owners(meta: &ObjectMeta) -> Vec<ObjectRef<Pgpool>> {
         .collect()
 }
 
-/// The AppBindings a Pgpool reads: `spec.postgresRef` and backend groups, as (ns, name).
-fn appbindings_of(p: &Pgpool) -> Vec<(String, String)> {
-    let mut out = vec![(appbinding_namespace(p), p.spec.postgres_ref.name.clone())];
-    let ns = p.namespace().unwrap_or_default();
-    for b in p.spec.configuration.iter().flat_map(|c| c.backends.iter()) {
-        if let Some(group) = &b.group {
-            out.push((ns.clone(), group.clone()));
-        }
-    }
-    out
-}
-
 fn pgpools_using_appbindings(
-    pgpools: &Store<Pgpool>,
+    pgpools: &Store<CachedPgpool>,
     matches: impl Fn(&(String, String)) -> bool,
-) -> Vec<ObjectRef<Pgpool>> {
+) -> Vec<ObjectRef<CachedPgpool>> {
     pgpools
         .state()
         .iter()
-        .filter(|p| appbindings_of(p).iter().any(&matches))
+        .filter(|p| p.refs.appbindings.iter().any(&matches))
         .map(|p| ObjectRef::from_obj(&**p))
         .collect()
 }
@@ -100,9 +89,9 @@ fn pgpools_using_appbindings(
 /// (auth, user config, AppBinding Secret).
 fn map_secret(
     s: &ObjectMeta,
-    pgpools: &Store<Pgpool>,
+    pgpools: &Store<CachedPgpool>,
     appbindings: &Store<AppBinding>,
-) -> Vec<ObjectRef<Pgpool>> {
+) -> Vec<ObjectRef<CachedPgpool>> {
     let out = owners(s);
     if !out.is_empty() {
         return out;
@@ -124,9 +113,9 @@ fn map_secret(
         .filter(|p| {
             let same_ns = p.namespace().as_deref() == Some(ns.as_str());
             let reads = same_ns
-                && (auth_secret_name(p) == name
-                    || user_config_secret_name(&p.spec).as_deref() == Some(name.as_str()));
-            reads || appbindings_of(p).iter().any(|r| referring.contains(r))
+                && (p.refs.auth_secret == name
+                    || p.refs.config_secret.as_deref() == Some(name.as_str()));
+            reads || p.refs.appbindings.iter().any(|r| referring.contains(r))
         })
         .map(|p| ObjectRef::from_obj(&**p))
         .collect()
@@ -136,9 +125,9 @@ fn map_secret(
 /// AppBinding's standby Service it is.
 fn map_service(
     s: &ObjectMeta,
-    pgpools: &Store<Pgpool>,
+    pgpools: &Store<CachedPgpool>,
     appbindings: &Store<AppBinding>,
-) -> Vec<ObjectRef<Pgpool>> {
+) -> Vec<ObjectRef<CachedPgpool>> {
     let out = owners(s);
     if !out.is_empty() {
         return out;
@@ -166,7 +155,7 @@ fn map_service(
 }
 
 /// Pod -> its Pgpool, by the instance label.
-fn map_pod(p: &PodLite) -> Option<ObjectRef<Pgpool>> {
+fn map_pod(p: &PodLite) -> Option<ObjectRef<CachedPgpool>> {
     let labels = p.labels();
     if labels.get(names::LABEL_NAME).map(String::as_str) != Some(names::LABEL_NAME_VALUE) {
         return None;
@@ -183,12 +172,12 @@ pub struct PodInput {
     /// Whether the store is filled.
     pub synced: Synced,
     /// Pgpools whose pods changed.
-    pub triggers: mpsc::UnboundedReceiver<ObjectRef<Pgpool>>,
+    pub triggers: mpsc::UnboundedReceiver<ObjectRef<CachedPgpool>>,
 }
 
 /// The subscriber to put on a pod feed: triggers the pod's Pgpool through `tx`.
 pub fn pod_subscriber(
-    tx: mpsc::UnboundedSender<ObjectRef<Pgpool>>,
+    tx: mpsc::UnboundedSender<ObjectRef<CachedPgpool>>,
 ) -> impl Fn(&PodLite, bool) + Send + Sync + 'static {
     move |pod: &PodLite, _gone: bool| {
         if let Some(p) = map_pod(pod) {
@@ -225,15 +214,14 @@ pub async fn run_controller(
 ) {
     let ns = settings.namespace.as_deref();
     let managed = watcher::Config::default().labels(&managed_selector());
-    let (tx, triggers) = mpsc::unbounded::<ObjectRef<Pgpool>>();
+    let (tx, triggers) = mpsc::unbounded::<ObjectRef<CachedPgpool>>();
     let mut tasks = Vec::new();
 
     // Pgpools: the controller's own store
-    let (pgpools, writer) = reflector::store::<Pgpool>();
+    let (pgpools, writer) = reflector::store::<CachedPgpool>();
     let (pgpools_synced_tx, pgpools_synced) = index::sync_pair();
-    let pgpool_events = watcher(api::<Pgpool>(&client, ns), watcher::Config::default())
+    let pgpool_events = watcher(api::<CachedPgpool>(&client, ns), watcher::Config::default())
         .default_backoff()
-        .modify(|p: &mut Pgpool| trim_meta(&mut p.metadata))
         .reflect(writer)
         .inspect(move |event| {
             if matches!(event, Ok(watcher::Event::InitDone)) {
@@ -252,7 +240,7 @@ pub async fn run_controller(
         let (pgpools, tx) = (pgpools.clone(), tx.clone());
         versions.subscribe(move |v: &PgpoolVersion, _| {
             let name = v.name_any();
-            for p in pgpools.state().iter().filter(|p| p.spec.version == name) {
+            for p in pgpools.state().iter().filter(|p| p.refs.version == name) {
                 let _ = tx.unbounded_send(ObjectRef::from_obj(&**p));
             }
         });

@@ -21,6 +21,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::build::{Desired, build};
+use super::cached::CachedPgpool;
 use super::dereference::{
     self, Children, Observed, SecretCache, ServiceMonitorDiscovery, Sources, child_slots,
 };
@@ -103,7 +104,7 @@ pub struct Context {
     pub error_backoff: Duration,
     /// The watch caches.
     pub caches: Caches,
-    failures: Mutex<HashMap<ObjectRef<Pgpool>, u32>>,
+    failures: Mutex<HashMap<ObjectRef<CachedPgpool>, u32>>,
     warned_do_not_terminate: Mutex<HashSet<String>>,
     /// Status writes the Pgpool cache may not show yet, by uid.
     written: Mutex<HashMap<String, WrittenStatus>>,
@@ -143,7 +144,7 @@ impl Context {
         }
     }
 
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<Pgpool>, u32>> {
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<CachedPgpool>, u32>> {
         self.failures.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -166,9 +167,15 @@ pub fn backoff_delay(base: Duration, failures: u32) -> Duration {
 }
 
 /// Entry point for the controller runtime.
-pub async fn reconcile(obj: Arc<Pgpool>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+pub async fn reconcile(
+    obj: Arc<CachedPgpool>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
     let started = Instant::now();
-    let result = reconcile_inner(&obj, &ctx).await;
+    let result = match obj.to_pgpool() {
+        Ok(pgpool) => reconcile_inner(&pgpool, &ctx).await,
+        Err(e) => Err(e.into()),
+    };
     ctx.metrics
         .observe(CONTROLLER_LABEL, result.is_ok(), started.elapsed());
     if result.is_ok() {
@@ -178,7 +185,7 @@ pub async fn reconcile(obj: Arc<Pgpool>, ctx: Arc<Context>) -> Result<Action, Re
 }
 
 /// Retry with exponential backoff per Pgpool; a Warning event on the first failure in a row.
-pub fn error_policy(obj: Arc<Pgpool>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
+pub fn error_policy(obj: Arc<CachedPgpool>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
     let key = ObjectRef::from_obj(&*obj);
     let failures = {
         let mut map = ctx.failures();
