@@ -3,9 +3,9 @@
 //!
 //! Reconciles read PetSets, pods and revisions from watch caches in compact form (see
 //! [`super::cache`] and [`crate::cache::PodLite`]), so a PetSet whose pods are in place costs
-//! no request. A step that creates a pod or a revision reads the PetSet and its pods from the
-//! API server first (the new pod must come from the newest template), and every write is
-//! recorded in [`Expectations`] until the caches show it.
+//! no request. A step that creates a pod or a revision reads the PetSet from the API server
+//! first (the new pod must come from the newest template), and every write is recorded in
+//! [`Expectations`] until the caches show it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -450,16 +450,7 @@ async fn reconcile_petset(lite: &PetSetLite, ctx: &Context) -> Result<Action, Er
     }
 
     let petset = lite.to_petset();
-    let owned = |meta: &ObjectMeta| {
-        meta.namespace.as_deref() == Some(ns.as_str()) && pods::is_controlled_by(meta, &uid)
-    };
-    let pod_list: Vec<Pod> = ctx
-        .pods
-        .state()
-        .iter()
-        .filter(|p| owned(&p.metadata))
-        .map(|p| p.to_pod())
-        .collect();
+    let pod_list = cached_pods(ctx, &ns, &uid);
     let revisions = cached_revisions(ctx, &ns, &uid);
     let input = Input {
         petset: &petset,
@@ -474,6 +465,18 @@ async fn reconcile_petset(lite: &PetSetLite, ctx: &Context) -> Result<Action, Er
     }
 }
 
+/// The pods the PetSet with `uid` controls, from the cache.
+fn cached_pods(ctx: &Context, ns: &str, uid: &str) -> Vec<Pod> {
+    ctx.pods
+        .state()
+        .iter()
+        .filter(|p| {
+            p.metadata.namespace.as_deref() == Some(ns) && pods::is_controlled_by(&p.metadata, uid)
+        })
+        .map(|p| p.to_pod())
+        .collect()
+}
+
 fn cached_revisions(ctx: &Context, ns: &str, uid: &str) -> Vec<ControllerRevision> {
     ctx.revisions
         .state()
@@ -486,8 +489,8 @@ fn cached_revisions(ctx: &Context, ns: &str, uid: &str) -> Vec<ControllerRevisio
 }
 
 /// A step that creates pods or revisions: planned from the API server's PetSet (the newest
-/// template) and pods, and the cached revisions (the full ones when an older template is
-/// needed).
+/// template), the cached pods, and the cached revisions (the full ones, listed, when an older
+/// template is needed).
 async fn full_step(lite: &PetSetLite, ctx: &Context) -> Result<Action, Error> {
     let ns = lite.metadata.namespace.clone().unwrap_or_default();
     let name = lite.name_any();
@@ -506,17 +509,14 @@ async fn full_step(lite: &PetSetLite, ctx: &Context) -> Result<Action, Error> {
     let uid = lite.metadata.uid.clone().unwrap_or_default();
     let selector = selector::to_string(&ps.spec.selector).map_err(PlanError::from)?;
     let lp = ListParams::default().labels(&selector);
-    let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let pod_list = pod_api
-        .list(&lp)
-        .await
-        .map_err(Error::kube(format!("list pods of PetSet {ns}/{name}")))?;
+    // the expectations make sure the cache shows this controller's earlier pod writes
+    let pod_list = cached_pods(ctx, &ns, &uid);
     let mut revisions = cached_revisions(ctx, &ns, &uid);
     let mut full_revisions = false;
     let plan = loop {
         let input = Input {
             petset: &ps,
-            pods: &pod_list.items,
+            pods: &pod_list,
             revisions: &revisions,
             now: Timestamp::now(),
         };
