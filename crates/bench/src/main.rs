@@ -78,6 +78,10 @@ struct Args {
 struct RunResult {
     n: usize,
     provision_secs: f64,
+    /// Until the operators made no request for [`QUIET`].
+    quiet_secs: f64,
+    /// CPU seconds used from creation until quiet, per process.
+    cpu_secs: Vec<(&'static str, f64)>,
     requests_per_pgpool: BTreeMap<String, f64>,
     steady_per_minute: f64,
     steady_writes: u64,
@@ -139,6 +143,11 @@ async fn run(args: &Args, n: usize) -> anyhow::Result<RunResult> {
 
     // 1. provisioning throughput
     let mark = server.requests().mark();
+    let cpu_before = [
+        cpu_seconds(std::process::id()),
+        cpu_seconds(provisioner.child.id()),
+        cpu_seconds(ops.child.id()),
+    ];
     let started = Instant::now();
     let names: Vec<String> = (0..n).map(|i| format!("pp-{i:05}")).collect();
     let pgpools: Api<pgpool_api::Pgpool> = Api::namespaced(client.clone(), NS);
@@ -155,6 +164,20 @@ async fn run(args: &Args, n: usize) -> anyhow::Result<RunResult> {
         .await?;
     wait_pgpools_ready(&pgpools, &names, timeout).await?;
     result.provision_secs = started.elapsed().as_secs_f64();
+    // the operators go on a little (e.g. PetSet status): count until they are quiet
+    let quiet = wait_quiet(&server, QUIET, timeout).await;
+    result.quiet_secs = quiet.duration_since(started).as_secs_f64();
+    result.cpu_secs = vec![
+        (
+            "API server (bench process)",
+            cpu_seconds(std::process::id()) - cpu_before[0],
+        ),
+        (
+            PROVISIONER,
+            cpu_seconds(provisioner.child.id()) - cpu_before[1],
+        ),
+        (OPS_MANAGER, cpu_seconds(ops.child.id()) - cpu_before[2]),
+    ];
     let counts = server.requests().since(&mark);
     result.requests_per_pgpool = per_verb(&counts, n);
     if args.detail {
@@ -165,7 +188,8 @@ async fn run(args: &Args, n: usize) -> anyhow::Result<RunResult> {
         );
     }
 
-    // 2. steady state: a measurement window, nothing to wait for.
+    // 2. steady state: a measurement window (after the operators went quiet), nothing to
+    // wait for.
     let mark = server.requests().mark();
     let window = Duration::from_secs(args.steady_seconds);
     tokio::time::sleep(window).await;
@@ -210,6 +234,48 @@ async fn run(args: &Args, n: usize) -> anyhow::Result<RunResult> {
     provisioner.stop();
     ops.stop();
     Ok(result)
+}
+
+/// How long the operators must make no request to count as quiet.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// Waits until the operators have made no request for `quiet` (at most `timeout`); returns
+/// when their last request was seen.
+async fn wait_quiet(server: &TestServer, quiet: Duration, timeout: Duration) -> Instant {
+    let deadline = Instant::now() + timeout;
+    let count = || operator_total(&server.requests().snapshot(), |_| true);
+    let mut last = count();
+    let mut last_change = Instant::now();
+    while last_change.elapsed() < quiet && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = count();
+        if now != last {
+            last = now;
+            last_change = Instant::now();
+        }
+    }
+    last_change
+}
+
+/// CPU time (user + system) a process has used, in seconds (from `/proc/<pid>/stat`, whose
+/// clock ticks are USER_HZ = 100 on Linux).
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // fields after the command name (which is in parentheses and may hold spaces)
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 fn is_operator(agent: &str) -> bool {
@@ -574,8 +640,10 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
 fn print_table(results: &[RunResult], args: &Args) {
     println!();
     println!("## Provisioning (pods Ready at once)");
-    println!("| N | time to all Ready (s) | Pgpools/s | API requests per Pgpool (by verb) |");
-    println!("|---:|---:|---:|---|");
+    println!(
+        "| N | time to all Ready (s) | Pgpools/s | operators quiet after (s) | API requests per Pgpool (by verb) | total |"
+    );
+    println!("|---:|---:|---:|---:|---|---:|");
     for r in results {
         let verbs: Vec<String> = r
             .requests_per_pgpool
@@ -583,12 +651,26 @@ fn print_table(results: &[RunResult], args: &Args) {
             .map(|(v, c)| format!("{v} {c:.1}"))
             .collect();
         println!(
-            "| {} | {:.2} | {:.0} | {} |",
+            "| {} | {:.2} | {:.0} | {:.2} | {} | {:.1} |",
             r.n,
             r.provision_secs,
             r.n as f64 / r.provision_secs,
-            verbs.join(", ")
+            r.quiet_secs,
+            verbs.join(", "),
+            r.requests_per_pgpool.values().sum::<f64>()
         );
+    }
+    println!();
+    println!("## CPU time from creation until the operators are quiet (s)");
+    let header: Vec<&str> = results
+        .first()
+        .map(|r| r.cpu_secs.iter().map(|(p, _)| *p).collect())
+        .unwrap_or_default();
+    println!("| N | {} |", header.join(" | "));
+    println!("|---:|{}", "---:|".repeat(header.len()));
+    for r in results {
+        let cells: Vec<String> = r.cpu_secs.iter().map(|(_, c)| format!("{c:.2}")).collect();
+        println!("| {} | {} |", r.n, cells.join(" | "));
     }
     println!();
     println!(
