@@ -52,9 +52,10 @@ struct Args {
     /// window covers resyncs of all of them).
     #[arg(long, default_value_t = 8)]
     resync_seconds: u64,
-    /// Directory holding the operator binaries.
-    #[arg(long, default_value = "target/release")]
-    bin_dir: PathBuf,
+    /// Directory holding the operator binaries [default: this program's own directory,
+    /// where `cargo build --release` puts them too].
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
     /// Also print which requests the operators made (by agent, verb and resource).
     #[arg(long)]
     detail: bool,
@@ -71,6 +72,12 @@ struct Args {
     /// name, e.g. `--wrap "heaptrack -o /tmp/{name}"`. Peak RSS is then the wrapper's.
     #[arg(long)]
     wrap: Option<String>,
+}
+
+impl Args {
+    fn bin_dir(&self) -> &Path {
+        self.bin_dir.as_deref().unwrap_or(Path::new("."))
+    }
 }
 
 /// Results of one run.
@@ -92,9 +99,13 @@ struct RunResult {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.bin_dir.is_none() {
+        let exe = std::env::current_exe().context("where is this program")?;
+        args.bin_dir = exe.parent().map(Path::to_path_buf);
+    }
     for bin in [PROVISIONER, OPS_MANAGER] {
-        let path = args.bin_dir.join(bin);
+        let path = args.bin_dir().join(bin);
         if !path.exists() {
             bail!(
                 "{} not found: build it first (`cargo build --release --bins`) or pass --bin-dir",
@@ -512,7 +523,7 @@ impl Operator {
             None => std::io::stderr().as_fd().try_clone_to_owned()?,
         };
         let stderr = Stdio::from(log.try_clone()?);
-        let binary = args.bin_dir.join(name);
+        let binary = args.bin_dir().join(name);
         let mut command = match &args.wrap {
             // e.g. `heaptrack -o /tmp/{name}`: the wrapper's words, then the binary
             Some(wrap) => {
