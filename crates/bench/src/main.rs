@@ -180,7 +180,7 @@ async fn run(args: &Args, n: usize) -> anyhow::Result<RunResult> {
     result.quiet_secs = quiet.duration_since(started).as_secs_f64();
     result.cpu_secs = vec![
         (
-            "API server (bench process)",
+            "bench process (API server, kubelet)",
             cpu_seconds(std::process::id()) - cpu_before[0],
         ),
         (
