@@ -352,7 +352,7 @@ pub async fn resync<K>(
             .map(|o| reflector::ObjectRef::from_obj(&**o))
             .collect();
         if refs.is_empty() {
-            tokio::time::sleep(every).await;
+            tokio::time::sleep(every.min(Duration::from_secs(1))).await;
             continue;
         }
         let gap = every / u32::try_from(refs.len()).unwrap_or(u32::MAX);
