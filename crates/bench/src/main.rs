@@ -92,6 +92,8 @@ struct RunResult {
     requests_per_pgpool: BTreeMap<String, f64>,
     steady_per_minute: f64,
     steady_writes: u64,
+    /// Reconciles in the steady-state window: (Pgpool, PetSet).
+    steady_reconciles: (f64, f64),
     updates: Vec<(i32, f64)>,
     rss_kib: BTreeMap<&'static str, u64>,
     anon_kib: BTreeMap<&'static str, u64>,
@@ -202,9 +204,15 @@ async fn run(args: &Args, n: usize) -> anyhow::Result<RunResult> {
     // 2. steady state: a measurement window (after the operators went quiet), nothing to
     // wait for.
     let mark = server.requests().mark();
+    let reconciles_before = provisioner.reconciles();
     let window = Duration::from_secs(args.steady_seconds);
     tokio::time::sleep(window).await;
     let counts = server.requests().since(&mark);
+    let reconciles_after = provisioner.reconciles();
+    result.steady_reconciles = (
+        reconciles_after.0 - reconciles_before.0,
+        reconciles_after.1 - reconciles_before.1,
+    );
     let operator_requests = operator_total(&counts, |_| true);
     result.steady_per_minute = operator_requests as f64 * 60.0 / window.as_secs_f64();
     result.steady_writes = operator_total(&counts, |k| k.verb.is_write());
@@ -591,6 +599,24 @@ impl Operator {
         }
     }
 
+    /// Reconciles the provisioner counted so far: (Pgpool controller, PetSet controller),
+    /// from its metrics.
+    fn reconciles(&self) -> (f64, f64) {
+        let Ok((_, body)) = http_get(self.addr, "/metrics") else {
+            return (0.0, 0.0);
+        };
+        let sum = |metric: &str| -> f64 {
+            body.lines()
+                .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with('{'))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        (
+            sum("pgpool_operator_reconcile_total"),
+            sum("pgpool_operator_petset_reconcile_total"),
+        )
+    }
+
     /// Peak resident set size (VmHWM) in KiB.
     fn peak_rss_kib(&self) -> anyhow::Result<u64> {
         proc_status_kib(self.child.id(), "VmHWM:").context("no VmHWM in /proc status")
@@ -688,12 +714,14 @@ fn print_table(results: &[RunResult], args: &Args) {
         "## Steady state ({} s window, nothing changing, provisioner resync every {} s)",
         args.steady_seconds, args.resync_seconds
     );
-    println!("| N | operator requests/min | writes in window |");
-    println!("|---:|---:|---:|");
+    println!(
+        "| N | operator requests/min | writes in window | reconciles in window (Pgpool / PetSet) |"
+    );
+    println!("|---:|---:|---:|---:|");
     for r in results {
         println!(
-            "| {} | {:.1} | {} |",
-            r.n, r.steady_per_minute, r.steady_writes
+            "| {} | {:.1} | {} | {:.0} / {:.0} |",
+            r.n, r.steady_per_minute, r.steady_writes, r.steady_reconciles.0, r.steady_reconciles.1
         );
     }
     println!();
