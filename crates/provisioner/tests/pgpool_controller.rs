@@ -1198,3 +1198,55 @@ fn service_monitor_crd()
     }))
     .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespaced_provisioner_reads_a_backend_in_another_namespace() {
+    let mut config = test_config();
+    config.namespace = Some(NS.to_string());
+    let env = Env::start_with(config).await;
+    // the backend lives in "db", outside the namespace the provisioner watches
+    let db = "db";
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.client.clone());
+    let _ = namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": db}})).unwrap(),
+        )
+        .await;
+    Api::<Secret>::namespaced(env.client.clone(), db)
+        .create(
+            &PostParams::default(),
+            &testkit::fixtures::secret(
+                db,
+                "ha-postgres-auth",
+                [("username", "postgres"), ("password", "other-backend")],
+            ),
+        )
+        .await
+        .unwrap();
+    Api::<Service>::namespaced(env.client.clone(), db)
+        .create(
+            &PostParams::default(),
+            &testkit::fixtures::service(db, "ha-postgres", [("app", "postgres")], 5432),
+        )
+        .await
+        .unwrap();
+    let mut appbinding: pgpool_api::AppBinding =
+        serde_yaml::from_str(&example("appbinding.yaml")).unwrap();
+    appbinding.metadata.namespace = Some(db.to_string());
+    Api::<pgpool_api::AppBinding>::namespaced(env.client.clone(), db)
+        .create(&PostParams::default(), &appbinding)
+        .await
+        .unwrap();
+
+    let mut p = example_pgpool();
+    p.metadata.name = Some("pp-cross".into());
+    p.spec.postgres_ref.namespace = Some(db.to_string());
+    env.create(&p).await;
+    env.wait_phase("pp-cross", PgpoolPhase::Ready).await;
+    let conf = env
+        .secret_value("pp-cross-config", "pgpool.conf")
+        .await
+        .unwrap();
+    assert!(conf.contains("ha-postgres.db.svc"), "{conf}");
+}

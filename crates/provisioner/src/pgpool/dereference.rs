@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash as _, Hasher as _};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -243,23 +244,45 @@ pub struct Sources<'a> {
     pub secrets: &'a SecretCache,
     /// The ServiceMonitor API.
     pub discovery: &'a ServiceMonitorDiscovery,
+    /// The namespace the caches cover; `None`: all.
+    pub namespace: Option<&'a str>,
 }
 
 impl Sources<'_> {
-    fn appbinding(&self, ns: &str, name: &str) -> Option<AppBinding> {
-        self.appbindings
-            .get(&ObjectRef::new(name).within(ns))
-            .map(|ab| (*ab).clone())
+    /// Whether the caches cover namespace `ns`.
+    fn covers(&self, ns: &str) -> bool {
+        self.namespace.is_none_or(|scope| scope == ns)
     }
 
-    fn standby_exists(&self, ab: &AppBinding) -> bool {
+    /// An AppBinding: from the cache, or read when it lies outside the namespace the caches
+    /// cover.
+    async fn appbinding(&self, ns: &str, name: &str) -> kube::Result<Option<AppBinding>> {
+        if !self.covers(ns) {
+            return Api::<AppBinding>::namespaced(self.client.clone(), ns)
+                .get_opt(name)
+                .await;
+        }
+        Ok(self
+            .appbindings
+            .get(&ObjectRef::new(name).within(ns))
+            .map(|ab| (*ab).clone()))
+    }
+
+    /// Whether the standby Service of `ab` exists: from the index, or read when it lies
+    /// outside the namespace the caches cover.
+    async fn standby_exists(&self, ab: &AppBinding) -> kube::Result<bool> {
         let Some(svc) = &ab.spec.client_config.service else {
-            return false;
+            return Ok(false);
         };
         let ns = ab.namespace().unwrap_or_default();
-        self.index
-            .services
-            .contains(&ns, &names::standby_service(&svc.name))
+        let standby = names::standby_service(&svc.name);
+        if !self.covers(&ns) {
+            return Ok(Api::<Service>::namespaced(self.client.clone(), &ns)
+                .get_opt(&standby)
+                .await?
+                .is_some());
+        }
+        Ok(self.index.services.contains(&ns, &standby))
     }
 }
 
@@ -341,7 +364,9 @@ pub async fn dereference(
     };
 
     let ab_ns = appbinding_namespace(pgpool);
-    observed.appbinding = src.appbinding(&ab_ns, &pgpool.spec.postgres_ref.name);
+    observed.appbinding = src
+        .appbinding(&ab_ns, &pgpool.spec.postgres_ref.name)
+        .await?;
     if let Some(ab) = &observed.appbinding {
         if let Some(secret) = &ab.spec.secret {
             observed.backend_secret = src
@@ -350,7 +375,7 @@ pub async fn dereference(
                 .await?
                 .map(|s| (*s).clone());
         }
-        observed.standby_exists = src.standby_exists(ab);
+        observed.standby_exists = src.standby_exists(ab).await?;
     }
 
     let groups = pgpool
@@ -360,8 +385,11 @@ pub async fn dereference(
         .flat_map(|c| c.backends.iter())
         .filter_map(|b| b.group.clone());
     for group in groups {
-        let appbinding = src.appbinding(&ns, &group);
-        let standby = appbinding.as_ref().is_some_and(|ab| src.standby_exists(ab));
+        let appbinding = src.appbinding(&ns, &group).await?;
+        let standby = match &appbinding {
+            Some(ab) => src.standby_exists(ab).await?,
+            None => false,
+        };
         observed.group_backends.push(GroupBackend {
             name: group,
             appbinding,
@@ -387,11 +415,16 @@ pub async fn dereference(
     Ok(observed)
 }
 
+/// Counts reads of objects outside the caches' namespace (see [`dependencies`]).
+static UNWATCHED: AtomicU64 = AtomicU64::new(0);
+
 /// A hash of everything outside its children that a reconcile of `pgpool` depends on, from
 /// the caches: the Pgpool's spec (generation), the catalog entry (and, for a deprecated one,
 /// whether the Pgpool was provisioned already), the
 /// AppBindings, their Secrets and standby Services, the user configuration Secret and whether
-/// ServiceMonitors can be made.
+/// ServiceMonitors can be made. An AppBinding outside the namespace the caches cover is not
+/// watched: a Pgpool that points at one gets a different hash every time (a full reconcile,
+/// which reads it).
 pub fn dependencies(src: &Sources<'_>, pgpool: &Pgpool) -> u64 {
     let mut h = DefaultHasher::new();
     let ns = pgpool.namespace().unwrap_or_default();
@@ -403,6 +436,11 @@ pub fn dependencies(src: &Sources<'_>, pgpool: &Pgpool) -> u64 {
         .is_some_and(|v| v.spec.is_deprecated() && !super::validate::was_provisioned(pgpool))
         .hash(&mut h);
     let mut appbinding = |ab_ns: &str, name: &str| {
+        if !src.covers(ab_ns) {
+            // not watched: never the same, so that every reconcile reads it
+            UNWATCHED.fetch_add(1, Ordering::Relaxed).hash(&mut h);
+            return;
+        }
         let ab = src.appbindings.get(&ObjectRef::new(name).within(ab_ns));
         ab.as_ref().map(|ab| ab.resource_version()).hash(&mut h);
         if let Some(ab) = ab {
@@ -412,7 +450,12 @@ pub fn dependencies(src: &Sources<'_>, pgpool: &Pgpool) -> u64 {
                 .as_ref()
                 .and_then(|s| src.index.secrets.get(ab_ns, &s.name));
             secret.map(|r| r.resource_version).hash(&mut h);
-            src.standby_exists(&ab).hash(&mut h);
+            let standby = ab.spec.client_config.service.as_ref().is_some_and(|svc| {
+                src.index
+                    .services
+                    .contains(ab_ns, &names::standby_service(&svc.name))
+            });
+            standby.hash(&mut h);
         }
     };
     appbinding(

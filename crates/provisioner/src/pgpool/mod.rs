@@ -372,6 +372,7 @@ pub async fn run_controller(
         discovery: ServiceMonitorDiscovery::new(settings.resync),
         memos,
         synced: Synced::all(synced_parts.iter().cloned()),
+        namespace: settings.namespace.clone(),
     };
     tasks.push(tokio::spawn(versions.run()));
     tasks.push(tokio::spawn(appbindings.run()));

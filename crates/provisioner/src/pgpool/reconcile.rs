@@ -85,6 +85,8 @@ pub struct Caches {
     pub memos: Arc<Memos>,
     /// Whether the caches above are filled.
     pub synced: Synced,
+    /// The namespace the caches cover; `None`: all.
+    pub namespace: Option<String>,
 }
 
 /// Shared state of the Pgpool controller.
@@ -156,6 +158,7 @@ impl Context {
             index: &self.caches.index,
             secrets: &self.caches.secrets,
             discovery: &self.caches.discovery,
+            namespace: self.caches.namespace.as_deref(),
         }
     }
 }
