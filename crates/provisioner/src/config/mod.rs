@@ -35,7 +35,7 @@ use sha2::{Digest as _, Sha256};
 
 pub use pgpool_conf::{Value, parse_pgpool_conf};
 pub use secrets::{aes_secret, decrypt_aes_secret, pcp_md5};
-pub use version::{MIN_SUPPORTED, PgpoolRelease};
+pub use version::{MIN_SUPPORTED, PgpoolRelease, RENAMED_PARAMETERS, RenamedParameter, renamed};
 
 /// Where the config Secret is mounted in the pgpool container.
 pub const CONFIG_DIR: &str = "/etc/pgpool-config";
@@ -450,7 +450,7 @@ pub fn render(input: &RenderInput) -> Result<Rendered, ConfigError> {
     }
 
     Ok(Rendered {
-        pgpool_conf: render_pgpool_conf(input, release)?,
+        pgpool_conf: render_pgpool_conf(input)?,
         pool_hba_conf: render_pool_hba(input.auth_mode),
         pcp_conf: format!("{}:{}\n", input.pcp_user, pcp_md5(&input.pcp_password)),
         pool_passwd: users
@@ -649,7 +649,9 @@ impl ConfBuilder {
     }
 }
 
-fn render_pgpool_conf(input: &RenderInput, release: PgpoolRelease) -> Result<String, ConfigError> {
+/// The same text for every supported release (see `version::RENAMED_PARAMETERS`): an update
+/// or a rollback restarts pods on another binary with this file as it is.
+fn render_pgpool_conf(input: &RenderInput) -> Result<String, ConfigError> {
     if input.backends.is_empty() {
         return Err(ConfigError::NoBackends);
     }
@@ -692,10 +694,13 @@ fn render_pgpool_conf(input: &RenderInput, release: PgpoolRelease) -> Result<Str
     conf.section("Connections");
     conf.set("listen_addresses", str_value("*"));
     conf.set("port", Value::Int(i64::from(input.port)));
-    conf.set(release.socket_dir_param(), run_dir.clone());
+    // Both spellings of each renamed parameter: one file for every release (see
+    // `version::RENAMED_PARAMETERS`).
+    conf.set("socket_dir", run_dir.clone());
+    conf.set("unix_socket_directories", run_dir.clone());
     conf.set("pcp_listen_addresses", str_value("*"));
     conf.set("pcp_port", Value::Int(i64::from(input.pcp_port)));
-    conf.set(release.pcp_socket_dir_param(), run_dir.clone());
+    conf.set("pcp_socket_dir", run_dir.clone());
 
     conf.section("Backends (the first one is the primary)");
     for (index, backend) in input.backends.iter().enumerate() {
@@ -727,7 +732,8 @@ fn render_pgpool_conf(input: &RenderInput, release: PgpoolRelease) -> Result<Str
 
     conf.section("Files (the run directory is an emptyDir; the root filesystem is read-only)");
     conf.set("pid_file_name", dir(&input.paths.pid_file()));
-    conf.set(release.work_dir_param(), run_dir);
+    conf.set("logdir", run_dir.clone());
+    conf.set("work_dir", run_dir);
 
     conf.section("Logging");
     conf.set("log_destination", str_value("stderr"));
@@ -868,8 +874,8 @@ mod tests {
         assert_eq!(value_of(conf, "use_watchdog"), ["off"]);
         assert_eq!(value_of(conf, "num_init_children"), ["32"]);
         assert_eq!(value_of(conf, "max_pool"), ["2"]);
-        assert!(value_of(conf, "socket_dir").is_empty());
-        assert!(value_of(conf, "work_dir").is_empty());
+        assert_eq!(value_of(conf, "socket_dir"), ["'/var/run/pgpool'"]);
+        assert_eq!(value_of(conf, "work_dir"), ["'/var/run/pgpool'"]);
         // every key once
         let keys: Vec<&str> = lines(conf)
             .iter()
@@ -900,27 +906,38 @@ mod tests {
         );
     }
 
+    /// Every renamed parameter is written under both names with the same value, for every
+    /// supported release: a rename rendered for one version only would leave the other
+    /// version's binary without it (pgpool ignores unknown names silently).
     #[test]
-    fn version_specific_names() {
-        let conf = |v: &str| {
-            render(&RenderInput {
+    fn every_release_gets_both_spellings_of_each_renamed_parameter() {
+        assert_eq!(
+            version::RENAMED_PARAMETERS
+                .iter()
+                .map(|p| (p.old, p.new))
+                .collect::<Vec<_>>(),
+            [
+                ("socket_dir", "unix_socket_directories"),
+                ("logdir", "work_dir")
+            ],
+            "a new rename must be added to the table and rendered under both names"
+        );
+        for v in [
+            "4.3", "4.3.5", "4.4.5", "4.5.3", "4.6.0", "4.6.1", "4.7.0", "4.7.3",
+        ] {
+            let conf = render(&RenderInput {
                 version: v.into(),
                 ..input()
             })
             .unwrap()
-            .pgpool_conf
-        };
-        let c43 = conf("4.3");
-        assert_eq!(value_of(&c43, "socket_dir"), ["'/var/run/pgpool'"]);
-        assert!(value_of(&c43, "unix_socket_directories").is_empty());
-        assert_eq!(value_of(&c43, "logdir"), ["'/var/run/pgpool'"]);
-        let c47 = conf("4.7.0");
-        assert_eq!(
-            value_of(&c47, "unix_socket_directories"),
-            ["'/var/run/pgpool'"]
-        );
-        assert_eq!(value_of(&c47, "work_dir"), ["'/var/run/pgpool'"]);
-        assert!(value_of(&c47, "logdir").is_empty());
+            .pgpool_conf;
+            for p in version::RENAMED_PARAMETERS {
+                let old = value_of(&conf, p.old);
+                assert_eq!(old, ["'/var/run/pgpool'"], "{v}: {}", p.old);
+                assert_eq!(value_of(&conf, p.new), old, "{v}: {}", p.new);
+                assert!(MANAGED_PARAMETERS.contains(&p.old) && MANAGED_PARAMETERS.contains(&p.new));
+            }
+        }
         assert!(matches!(
             render(&RenderInput {
                 version: "4.2.9".into(),

@@ -78,34 +78,61 @@ impl PgpoolRelease {
         }
         Ok(())
     }
+}
 
-    /// Name of the parameter for the directory of the client Unix socket: 4.4 renamed
-    /// `socket_dir` to `unix_socket_directories` (and ignores the old name with only an INFO
-    /// line, which would silently put the socket in /tmp).
-    pub fn socket_dir_param(&self) -> &'static str {
-        if self.at_least(4, 4) {
-            "unix_socket_directories"
+/// A configuration parameter that a Pgpool-II release renamed.
+///
+/// pgpool ignores a parameter it does not know **without any log line**, even with `-d` (seen
+/// on the real 4.3.5, 4.6.1 and 4.7.3): 4.4+ given only `socket_dir` puts the client socket in
+/// /tmp, 4.3 given only `unix_socket_directories` puts it in its build default, and 4.6 given
+/// only `work_dir` (a rollback from 4.7) writes `pgpool_status` to its build default. Either way
+/// the pod breaks without a word. So the renderer writes **both** spellings of every renamed
+/// parameter with the same value: one file then fits every supported release (proven by the
+/// real binaries in `tests/real_pgpool.rs`), and a pod restarted on another version by an
+/// UpdateVersion, or rolled back, mounts a configuration its binary reads. 4.7 logs
+/// `WARNING: logdir is changed to work_dir` for the old name and uses the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenamedParameter {
+    /// The name releases before [`RenamedParameter::renamed_in`] read.
+    pub old: &'static str,
+    /// The name from [`RenamedParameter::renamed_in`] on.
+    pub new: &'static str,
+    /// The first release (major, minor) that reads the new name.
+    pub renamed_in: (u32, u32),
+}
+
+impl RenamedParameter {
+    /// The name that `release` itself reads.
+    pub fn name_for(&self, release: &PgpoolRelease) -> &'static str {
+        if release.at_least(self.renamed_in.0, self.renamed_in.1) {
+            self.new
         } else {
-            "socket_dir"
+            self.old
         }
     }
+}
 
-    /// Name of the parameter for the directory of the PCP Unix socket. Unlike the client
-    /// socket it kept its name in 4.4 (checked in the 4.4+ parameter table of pgpool's
-    /// `src/config/pool_config_variables.c`, which still lists `pcp_socket_dir`).
-    pub fn pcp_socket_dir_param(&self) -> &'static str {
-        "pcp_socket_dir"
-    }
+/// Every parameter that was renamed between [`MIN_SUPPORTED`] and the newest release we know
+/// (4.7). The PCP socket directory kept its name (`pcp_socket_dir` is still in 4.4+'s parameter
+/// table in `src/config/pool_config_variables.c`).
+pub const RENAMED_PARAMETERS: &[RenamedParameter] = &[
+    RenamedParameter {
+        old: "socket_dir",
+        new: "unix_socket_directories",
+        renamed_in: (4, 4),
+    },
+    RenamedParameter {
+        old: "logdir",
+        new: "work_dir",
+        renamed_in: (4, 7),
+    },
+];
 
-    /// Name of the parameter for the directory holding `pgpool_status`: 4.7 renamed `logdir`
-    /// to `work_dir`.
-    pub fn work_dir_param(&self) -> &'static str {
-        if self.at_least(4, 7) {
-            "work_dir"
-        } else {
-            "logdir"
-        }
-    }
+/// The renamed parameter whose old or new name is `name`.
+pub fn renamed(name: &str) -> Option<&'static RenamedParameter> {
+    RENAMED_PARAMETERS
+        .iter()
+        .find(|p| p.old == name || p.new == name)
 }
 
 impl fmt::Display for PgpoolRelease {
@@ -160,14 +187,16 @@ mod tests {
 
     #[test]
     fn parameter_names_follow_the_renames() {
-        assert_eq!(v("4.3.5").socket_dir_param(), "socket_dir");
-        assert_eq!(v("4.4.0").socket_dir_param(), "unix_socket_directories");
-        assert_eq!(v("4.6.0").socket_dir_param(), "unix_socket_directories");
-        assert_eq!(v("4.3").pcp_socket_dir_param(), "pcp_socket_dir");
-        assert_eq!(v("4.6.0").pcp_socket_dir_param(), "pcp_socket_dir");
-        assert_eq!(v("4.6.9").work_dir_param(), "logdir");
-        assert_eq!(v("4.7.0").work_dir_param(), "work_dir");
-        assert_eq!(v("5.0").work_dir_param(), "work_dir");
+        let socket = renamed("socket_dir").expect("socket_dir is renamed");
+        assert_eq!(renamed("unix_socket_directories"), Some(socket));
+        assert_eq!(socket.name_for(&v("4.3.5")), "socket_dir");
+        assert_eq!(socket.name_for(&v("4.4.0")), "unix_socket_directories");
+        assert_eq!(socket.name_for(&v("4.6.0")), "unix_socket_directories");
+        let work = renamed("work_dir").expect("logdir is renamed");
+        assert_eq!(work.name_for(&v("4.6.9")), "logdir");
+        assert_eq!(work.name_for(&v("4.7.0")), "work_dir");
+        assert_eq!(work.name_for(&v("5.0")), "work_dir");
+        assert_eq!(renamed("pcp_socket_dir"), None, "kept its name");
     }
 
     #[test]
