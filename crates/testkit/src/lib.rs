@@ -103,6 +103,7 @@ mod listen;
 mod log;
 mod pdb;
 mod registry;
+mod revision;
 pub mod selector;
 mod server;
 mod state;

@@ -21,6 +21,7 @@ use crate::faults::Faults;
 use crate::log::{RequestKey, RequestLog, Verb};
 use crate::pdb;
 use crate::registry::{self, ResourceInfo};
+use crate::revision;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::state::{
     DeleteOpts, DeleteOutcome, ObjKey, Ownership, State, meta, meta_mut, meta_str, now_rfc3339,
@@ -401,6 +402,26 @@ impl TestServer {
         self.inner.lock().rv
     }
 
+    /// Lets the disruption controller look up the scale of custom kind `kind` in API group
+    /// `group`, as a real one does once its discovery cache knows the kind (about 30 s after
+    /// the CRD appeared). Until then a PodDisruptionBudget that needs the owner's scale
+    /// (`maxUnavailable`, or a percentage `minAvailable`) over pods of that kind is
+    /// `SyncFailed` and allows no disruption.
+    pub fn disruption_controller_knows(&self, group: &str, kind: &str) {
+        let mut st = self.inner.lock();
+        st.disruption_known
+            .insert((group.to_string(), kind.to_string()));
+        if let Some(k) = st.kind_index("policy", "poddisruptionbudgets") {
+            let namespaces: Vec<String> = st.kinds[k]
+                .objects
+                .keys()
+                .map(|(ns, _)| ns.clone())
+                .collect();
+            st.pdb_dirty.extend(namespaces);
+        }
+        pdb::refresh(&mut st);
+    }
+
     /// Forget all watch history: resuming a watch from any earlier resourceVersion now gets
     /// `410 Gone` (as after an etcd compaction).
     pub fn compact_history(&self) {
@@ -594,6 +615,15 @@ impl TestServer {
                     q.dry_run(),
                     updater,
                 )?;
+                if changed && revision::is_revisions(&t.info) {
+                    let key = (
+                        t.namespace.clone().unwrap_or_default(),
+                        meta_str(&obj, "name").unwrap_or_default().to_string(),
+                    );
+                    let uid = meta_str(&obj, "uid").unwrap_or_default().to_string();
+                    let raw = revision::stored_raw(revision::raw_data(body).as_deref(), &obj);
+                    st.revision_data.insert(key, (uid, raw));
+                }
                 Ok((Reply::Obj(201, obj), changed))
             }
             (Verb::Create, Some("eviction")) if is_pods(&t.info) => {
@@ -603,12 +633,32 @@ impl TestServer {
                 bind(st, t, &parse_body(body)?, updater)
             }
             (Verb::Update, None | Some("status") | Some("scale")) => {
+                if t.sub.is_none()
+                    && revision::is_revisions(&t.info)
+                    && let Some(stored) = st.revision_raw(t.kind, &t.key())
+                {
+                    revision::check_update(&t.info, t.name(), &stored, body)?;
+                }
                 update(st, t, parse_body(body)?, q.dry_run(), updater)
             }
             (Verb::Patch, None | Some("status") | Some("scale")) => {
+                if t.sub.is_none()
+                    && revision::is_revisions(&t.info)
+                    && let Some(stored) = st.revision_raw(t.kind, &t.key())
+                {
+                    revision::check_patch(&t.info, t.name(), &stored)?;
+                }
                 patch(st, t, content_type, body, q.dry_run(), updater)
             }
-            (Verb::Apply, None | Some("status")) => apply_patch(st, t, q, body),
+            (Verb::Apply, None | Some("status")) => {
+                if t.sub.is_none()
+                    && revision::is_revisions(&t.info)
+                    && let Some(stored) = st.revision_raw(t.kind, &t.key())
+                {
+                    revision::check_patch(&t.info, t.name(), &stored)?;
+                }
+                apply_patch(st, t, q, body)
+            }
             (Verb::Delete, None) => {
                 let opts = delete_opts(body, q)?;
                 match st.delete_object(t.kind, &t.key(), &opts)? {
@@ -1440,7 +1490,7 @@ fn evict(
             let allowed = if pdb::pod_ready(&pod) {
                 b.disruptions_allowed() >= 1
             } else {
-                always || b.healthy >= b.desired
+                always || (b.sync_error.is_none() && b.desired > 0 && b.healthy >= b.desired)
             };
             if !allowed {
                 let pdb_name = meta_str(budget_obj, "name").unwrap_or_default();

@@ -115,6 +115,12 @@ pub(crate) struct State {
     pub history_limit: usize,
     /// Namespaces where pods or PodDisruptionBudgets changed since the last budget refresh.
     pub pdb_dirty: BTreeSet<String>,
+    /// The exact `data` bytes of each ControllerRevision as created: `(namespace, name)` ->
+    /// `(uid, bytes)` (see [`crate::revision`]).
+    pub revision_data: HashMap<ObjKey, (String, String)>,
+    /// Custom kinds `(group, kind)` whose scale the disruption controller can look up (see
+    /// [`crate::pdb`]); none at start, as on a freshly installed cluster.
+    pub disruption_known: BTreeSet<(String, String)>,
     rng: u64,
     counter: u64,
 }
@@ -228,6 +234,8 @@ impl State {
             in_gc: false,
             history_limit: history_limit.max(1),
             pdb_dirty: BTreeSet::new(),
+            revision_data: HashMap::new(),
+            disruption_known: BTreeSet::new(),
             rng: seed | 1,
             counter: 0,
         }
@@ -435,6 +443,9 @@ impl State {
         let obj = Arc::new(obj);
         let uid = meta_str(&stored.obj, "uid").unwrap_or_default().to_string();
         self.uids.remove(&uid);
+        if crate::revision::is_revisions(&self.kinds[kind].info) {
+            self.revision_data.remove(key);
+        }
         self.unindex_owners(kind, key, &stored.obj);
         self.publish(
             kind,
@@ -765,6 +776,18 @@ impl State {
 }
 
 impl State {
+    /// The stored `data` bytes of ControllerRevision `key` (see [`crate::revision`]).
+    pub fn revision_raw(&self, kind: usize, key: &ObjKey) -> Option<String> {
+        let stored = self.get(kind, key)?;
+        let uid = meta_str(&stored.obj, "uid").unwrap_or_default();
+        let recorded = self
+            .revision_data
+            .get(key)
+            .filter(|(u, _)| u == uid)
+            .map(|(_, raw)| raw.as_str());
+        Some(crate::revision::stored_raw(recorded, &stored.obj))
+    }
+
     /// Where the object with this uid is stored.
     pub fn by_uid(&self, uid: &str) -> Option<(usize, ObjKey)> {
         self.uids.get(uid).cloned()

@@ -171,6 +171,13 @@ pub(crate) fn validate_update(
     old: &Value,
     new: &mut Value,
 ) -> Result<(), ApiError> {
+    if crate::revision::is_revisions(info) {
+        if old.get("data") != new.get("data") {
+            let data = new.get("data").map(Value::to_string).unwrap_or_default();
+            return Err(crate::revision::immutable(info, name, &data));
+        }
+        return Ok(());
+    }
     if !info.group.is_empty() {
         return Ok(());
     }

@@ -830,6 +830,24 @@ async fn eviction_respects_pod_disruption_budget() {
     )
     .await
     .unwrap();
+    // The disruption controller finds a custom kind's scale through discovery; until its
+    // discovery cache knows the kind, the budget is SyncFailed and allows nothing.
+    let st = pdbs.get("web").await.unwrap().status.unwrap();
+    assert_eq!(st.disruptions_allowed, 0);
+    let cond = &st.conditions.unwrap()[0];
+    assert_eq!(
+        (cond.reason.as_str(), cond.status.as_str()),
+        ("SyncFailed", "False")
+    );
+    assert_eq!(
+        cond.message,
+        r#"no matches for kind "Widget" in version "test.testkit.io/v1""#
+    );
+    assert_eq!(
+        api_err(pods.evict("w0", &EvictParams::default()).await.unwrap_err()).0,
+        429
+    );
+    s.disruption_controller_knows("test.testkit.io", "Widget");
     assert_eq!(
         pdbs.get("web")
             .await
