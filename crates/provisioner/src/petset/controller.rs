@@ -607,21 +607,16 @@ async fn act(ps: &PetSet, cached: &PetSetLite, plan: Plan, ctx: &Context) -> Res
             }
         }
     }
-    if let Some((rev_name, number)) = &plan.revisions.renumber {
-        // seen once the cache shows the revision changed
-        ctx.expectations()
-            .expect_revision_created(&key, rev_name, Instant::now());
-        if let Err(e) = rev_api
-            .patch(
-                rev_name,
-                &patch_params(),
-                &Patch::Merge(serde_json::json!({ "revision": number })),
-            )
-            .await
-        {
-            ctx.expectations().forget_revision_created(&key, rev_name);
-            return Err(Error::kube(format!("renumber revision {ns}/{rev_name}"))(e));
-        }
+    // A failed renumbering only leaves the history order stale: pods are planned from the
+    // template, not from revision numbers, so they go on and the error comes back at the end.
+    let mut deferred = None;
+    if let Some((rev_name, number)) = &plan.revisions.renumber
+        && let Err(e) = renumber_revision(&rev_api, ctx, &key, &ns, rev_name, *number).await
+    {
+        let msg = format!("renumber ControllerRevision {rev_name} of PetSet {name} failed: {e}");
+        ctx.event(ps, EventType::Warning, "FailedRenumberRevision", &msg)
+            .await;
+        deferred = Some(e);
     }
 
     // 2. Pods (claims before their pod).
@@ -734,7 +729,73 @@ async fn act(ps: &PetSet, cached: &PetSetLite, plan: Plan, ctx: &Context) -> Res
             }
         }
     }
-    Ok(next_action(&plan))
+    match deferred {
+        Some(e) => Err(e),
+        None => Ok(next_action(&plan)),
+    }
+}
+
+/// Makes the existing revision `rev_name` (equal to the PetSet's template, a roll-back) the
+/// newest one by deleting it and creating it again with revision number `number`.
+///
+/// A ControllerRevision's `data` is immutable, and a real API server compares it byte for byte
+/// after applying a patch to its own JSON encoding of the object: a revision whose stored data
+/// is not exactly what Go's encoder writes (compact, with `&`, `<`, `>` escaped) refuses every
+/// patch, even one of `revision` alone (seen on kube-apiserver 1.36 with `&&` in a container
+/// command). Re-creating it under the same name keeps the pods' `controller-revision-hash`
+/// labels valid and needs no byte-exact round trip of `data`.
+async fn renumber_revision(
+    api: &Api<ControllerRevision>,
+    ctx: &Context,
+    key: &str,
+    ns: &str,
+    rev_name: &str,
+    number: i64,
+) -> Result<(), Error> {
+    let Some(existing) = api
+        .get_opt(rev_name)
+        .await
+        .map_err(Error::kube(format!("get revision {ns}/{rev_name}")))?
+    else {
+        // Gone already: the next plan creates it with the next number.
+        return Ok(());
+    };
+    if existing.revision == number {
+        return Ok(());
+    }
+    let renumbered = revision::renumbered(&existing, number);
+    ctx.expectations()
+        .expect_revision_created(key, rev_name, Instant::now());
+    let forget = || ctx.expectations().forget_revision_created(key, rev_name);
+    let dp = DeleteParams {
+        preconditions: existing.metadata.uid.clone().map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(rev_name, &dp).await {
+        Ok(_) => {}
+        // Gone, or already replaced by another writer: create below, or find it there.
+        Err(e) if matches!(api_code(&e), Some(404 | 409)) => {}
+        Err(e) => {
+            forget();
+            return Err(Error::kube(format!("delete revision {ns}/{rev_name}"))(e));
+        }
+    }
+    match api.create(&post_params(), &renumbered).await {
+        Ok(_) => Ok(()),
+        Err(e) if api_code(&e) == Some(409) => {
+            forget();
+            Ok(())
+        }
+        Err(e) => {
+            forget();
+            Err(Error::kube(format!("re-create revision {ns}/{rev_name}"))(
+                e,
+            ))
+        }
+    }
 }
 
 /// Creates `claim` unless a claim of that name exists (an existing claim is used as is).

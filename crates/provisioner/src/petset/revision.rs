@@ -289,6 +289,23 @@ pub struct Revisions {
     pub collision_count: i32,
 }
 
+/// `rev` as a new object with revision number `number`: same name, labels, owner references
+/// and data, without the server-set metadata (uid, resourceVersion, timestamps).
+pub fn renumbered(rev: &ControllerRevision, number: i64) -> ControllerRevision {
+    ControllerRevision {
+        metadata: ObjectMeta {
+            name: rev.metadata.name.clone(),
+            namespace: rev.metadata.namespace.clone(),
+            labels: rev.metadata.labels.clone(),
+            annotations: rev.metadata.annotations.clone(),
+            owner_references: rev.metadata.owner_references.clone(),
+            ..Default::default()
+        },
+        data: rev.data.clone(),
+        revision: number,
+    }
+}
+
 fn sorted_revisions(owned: &[ControllerRevision]) -> Vec<&ControllerRevision> {
     let mut sorted: Vec<&ControllerRevision> = owned.iter().collect();
     sorted.sort_by(|a, b| {
