@@ -468,11 +468,11 @@ async fn refused_evictions_are_retried_until_they_pass() {
         .is_none()
     {
         let selector = names::selector("pp-update");
-        let pdb = fixtures::pdb_max_unavailable(
+        let pdb = fixtures::pdb_min_available(
             NS,
             &names::pdb("pp-update"),
             selector.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1),
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(2),
         );
         pdbs.create(&PostParams::default(), &pdb)
             .await

@@ -269,7 +269,12 @@ async fn three_replicas_give_three_pods_and_a_pdb() {
         .await
         .unwrap();
     let spec = pdb.spec.unwrap();
-    assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
+    assert_eq!(spec.min_available, Some(IntOrString::Int(2)));
+    assert_eq!(spec.max_unavailable, None);
+    assert_eq!(
+        spec.unhealthy_pod_eviction_policy.as_deref(),
+        Some("AlwaysAllow")
+    );
     assert_eq!(
         spec.selector.unwrap().match_labels,
         Some(names::selector(NAME))

@@ -329,12 +329,22 @@ pub fn service_monitor(pgpool: &Pgpool, plan: &Plan) -> Option<DynamicObject> {
     Some(object)
 }
 
-/// `<name>` PodDisruptionBudget with maxUnavailable 1, when replicas > 1.
+/// `<name>` PodDisruptionBudget when replicas > 1: an integer `minAvailable: replicas - 1`
+/// and `unhealthyPodEvictionPolicy: AlwaysAllow`.
+///
+/// With `maxUnavailable` (or a percentage) the disruption controller must look up the owner's
+/// scale through discovery; on a cluster whose PetSet CRD is younger than its discovery cache
+/// (every fresh install) the budget stays `SyncFailed` and refuses every eviction until some
+/// pod changes (seen on a real kube-apiserver 1.36). An integer `minAvailable` needs no owner
+/// lookup: the controller counts the pods it selects. `AlwaysAllow` lets a pod that is not
+/// Ready (a broken image mid-rollback) be evicted whatever the budget says.
 pub fn pdb(pgpool: &Pgpool, plan: &Plan) -> Option<PodDisruptionBudget> {
-    (pgpool.spec.replicas() > 1).then(|| PodDisruptionBudget {
+    let replicas = pgpool.spec.replicas();
+    (replicas > 1).then(|| PodDisruptionBudget {
         metadata: meta(plan, names::pdb(&plan.name)),
         spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
+            min_available: Some(IntOrString::Int(replicas - 1)),
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".to_string()),
             selector: Some(LabelSelector {
                 match_labels: Some(names::selector(&plan.name)),
                 ..LabelSelector::default()
