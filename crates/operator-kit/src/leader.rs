@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Error;
 
 /// How long releasing the Lease on the way out may take.
-const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One replica's view of the leader Lease.
 pub(crate) struct LeaderElection {

@@ -376,6 +376,38 @@ async fn leader_takes_free_lease_runs_controllers_and_releases_it_on_shutdown() 
     );
 }
 
+/// A controller stuck in a call that ignores the shutdown (a reconcile waiting on an API
+/// request that never answers) is aborted: the operator still stops within 5 s of the
+/// shutdown signal, and the Lease is released so a standby takes over at once.
+#[tokio::test]
+async fn controllers_that_ignore_the_shutdown_are_aborted_and_the_lease_released_within_5s() {
+    let fake = Fake::default();
+    let (op, shutdown, _) = operator(&fake, &[]).await;
+    let (started_tx, started_rx) = oneshot::channel();
+    let run = tokio::spawn(op.run(move |ctx: RunContext| async move {
+        ctx.readiness.controller("c").set_synced();
+        let _ = started_tx.send(());
+        std::future::pending::<()>().await;
+        Ok(())
+    }));
+    tokio::time::timeout(WAIT, started_rx)
+        .await
+        .expect("became leader")
+        .expect("started");
+    let signalled = std::time::Instant::now();
+    shutdown.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("stopped within 5 s of the shutdown");
+    assert!(matches!(result, Ok(Ok(()))), "{result:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        fake.holder("runtime-test-leader"),
+        None,
+        "Lease released on the way out"
+    );
+}
+
 #[tokio::test]
 async fn standby_runs_no_controller_and_is_ready_as_standby() {
     let fake = Fake::default();

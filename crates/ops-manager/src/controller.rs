@@ -115,10 +115,15 @@ pub(crate) async fn run(
         }
     });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let stop_task = tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(());
-    });
+    let stopping = operator_kit::CancellationToken::new();
+    let stop_task = {
+        let stopping = stopping.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stopping.cancel();
+            let _ = stop_tx.send(());
+        })
+    };
 
     let (s1, s2, s3, s4) = (store.clone(), store.clone(), store.clone(), store.clone());
     let pod_selector = format!("{}={}", names::LABEL_NAME, names::LABEL_NAME_VALUE);
@@ -176,7 +181,22 @@ pub(crate) async fn run(
         .graceful_shutdown_on(async move {
             let _ = stop_rx.await;
         })
-        .run(reconcile, error_policy, ctx)
+        // A reconcile still running at shutdown is dropped where it waits: every step is
+        // idempotent, so that is no worse than a crash, and the process stops at once.
+        .run(
+            move |obj, ctx| {
+                let stopping = stopping.clone();
+                async move {
+                    tokio::select! {
+                        biased;
+                        () = stopping.cancelled() => Ok(Action::await_change()),
+                        result = reconcile(obj, ctx) => result,
+                    }
+                }
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|res| async move {
             if let Err(error) = res {
                 tracing::debug!(%error, "controller event");

@@ -38,9 +38,14 @@ struct Proc {
 
 impl Proc {
     fn spawn(name: &'static str, bin: &Path, kubeconfig: &Path) -> Self {
+        Self::spawn_with(name, bin, kubeconfig, &[("LEADER_ELECT", "false")])
+    }
+
+    /// Like [`Proc::spawn`] with extra environment variables.
+    fn spawn_with(name: &'static str, bin: &Path, kubeconfig: &Path, env: &[(&str, &str)]) -> Self {
         let child = Command::new(bin)
             .env("KUBECONFIG", kubeconfig)
-            .env("LEADER_ELECT", "false")
+            .envs(env.iter().copied())
             .env("METRICS_BIND_ADDRESS", "127.0.0.1:0")
             .env("LOG_FORMAT", "text")
             .env("LOG_LEVEL", "info")
@@ -58,7 +63,12 @@ impl Proc {
     }
 
     /// SIGTERM, then wait (at most 10 s) for a clean exit.
-    async fn terminate(mut self) {
+    async fn terminate(self) {
+        self.terminate_within(Duration::from_secs(10)).await;
+    }
+
+    /// SIGTERM, then wait at most `limit` for a clean exit.
+    async fn terminate_within(mut self, limit: Duration) {
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -69,18 +79,14 @@ impl Proc {
             .expect("run kill");
         assert!(sent.success());
         let name = self.name;
-        let status = common::within(
-            Duration::from_secs(10),
-            &format!("{name} to exit after SIGTERM"),
-            async {
-                loop {
-                    if let Some(status) = child.try_wait().expect("try_wait") {
-                        return status;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+        let status = common::within(limit, &format!("{name} to exit after SIGTERM"), async {
+            loop {
+                if let Some(status) = child.try_wait().expect("try_wait") {
+                    return status;
                 }
-            },
-        )
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
         .await;
         assert!(status.success(), "{name} exited with {status:?}");
     }
@@ -125,4 +131,90 @@ async fn both_binaries_complete_the_example_update() {
 
     opsm.terminate().await;
     prov.terminate().await;
+}
+
+/// The Lease's holder, if any.
+async fn lease_holder(env: &Env, name: &str) -> Option<String> {
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(env.client.clone(), "default");
+    leases
+        .get_opt(name)
+        .await
+        .expect("get lease")
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+        .filter(|h| !h.is_empty())
+}
+
+/// Both binaries, leader election on, an update waiting on refused evictions: SIGTERM stops
+/// each within 5 s, and each gives up its Lease so that a standby takes over at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_update_stops_both_within_5s_and_releases_the_leases() {
+    let provisioner = provisioner_bin();
+    let env =
+        Env::without_provisioner(KubeletConfig::default().ready_delay(Duration::from_millis(30)))
+            .await;
+    let listening = env.server.listen().await.expect("listen");
+    let kubeconfig = listening.kubeconfig_path().to_path_buf();
+    let leader = [("LEADER_ELECT", "true"), ("LEASE_NAMESPACE", "default")];
+    let prov = Proc::spawn_with("pgpool-provisioner", &provisioner, &kubeconfig, &leader);
+    let opsm = Proc::spawn_with(
+        "pgpool-ops-manager",
+        Path::new(OPS_BIN),
+        &kubeconfig,
+        &leader,
+    );
+
+    env.ready_pgpool("pp-update", "4.5.3", 2, false).await;
+    env.server.faults().inject(
+        testkit::FaultRule::new(429)
+            .verb(testkit::Verb::Create)
+            .resource("pods/eviction")
+            .times(10_000)
+            .message("Cannot evict pod as it would violate the pod's disruption budget."),
+    );
+    env.update_request("upd", "pp-update", "4.6.0", json!({"timeout": "5m"}))
+        .await;
+    let evict = ops::evict_pod("pp-update-0");
+    env.wait_request(
+        "upd",
+        Duration::from_secs(60),
+        "waiting to evict pp-update-0",
+        move |r| common::condition(r, &evict).is_some(),
+    )
+    .await;
+    for lease in ["pgpool-ops-manager-leader", "pgpool-provisioner-leader"] {
+        assert!(lease_holder(&env, lease).await.is_some(), "{lease} is held");
+    }
+
+    opsm.terminate_within(Duration::from_secs(5)).await;
+    prov.terminate_within(Duration::from_secs(5)).await;
+    for lease in ["pgpool-ops-manager-leader", "pgpool-provisioner-leader"] {
+        assert_eq!(lease_holder(&env, lease).await, None, "{lease} released");
+    }
+}
+
+/// SIGTERM while every API request hangs (a reconcile waits on an answer that does not come)
+/// still stops the ops-manager within 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_the_api_server_hangs_stops_within_5s() {
+    let env = Env::new(KubeletConfig::default().ready_delay(Duration::from_millis(30))).await;
+    let listening = env.server.listen().await.expect("listen");
+    let kubeconfig = listening.kubeconfig_path().to_path_buf();
+    let opsm = Proc::spawn_with(
+        "pgpool-ops-manager",
+        Path::new(OPS_BIN),
+        &kubeconfig,
+        &[("LEADER_ELECT", "true"), ("LEASE_NAMESPACE", "default")],
+    );
+    env.ready_pgpool("pp-update", "4.5.3", 2, false).await;
+    env.update_request("upd", "pp-update", "4.6.0", json!({}))
+        .await;
+    env.wait_request("upd", Duration::from_secs(60), "progressing", |r| {
+        common::condition(r, ops::UPDATE_VERSION).is_some()
+    })
+    .await;
+    env.server.faults().set_latency(Duration::from_secs(60));
+    opsm.terminate_within(Duration::from_secs(5)).await;
+    env.server.faults().set_latency(Duration::ZERO);
 }
