@@ -85,26 +85,34 @@ metadata:
   name: pgpool-system
 YAML
 kc apply --validate=false -f e2e/manifests/ >/dev/null
+# The chart's catalog ConfigMap, as the chart installs it; the provisioner applies the
+# PgpoolVersions in it itself (--catalog-file), as in a cluster.
 "$HELM" template pgpool-provisioner charts/pgpool-provisioner --namespace pgpool-system \
-  --show-only templates/catalog.yaml >"$STATE_DIR/catalog.yaml"
-kc apply --validate=false -f "$STATE_DIR/catalog.yaml" >/dev/null
-say "applied e2e/manifests/ and the chart's PgpoolVersion catalog"
+  --show-only templates/catalog.yaml >"$STATE_DIR/catalog-configmap.yaml"
+kc apply --validate=false -f "$STATE_DIR/catalog-configmap.yaml" >/dev/null
+kc get configmap pgpool-provisioner-catalog -n pgpool-system \
+  -o 'jsonpath={.data.catalog\.yaml}' >"$STATE_DIR/catalog.yaml"
+say "applied e2e/manifests/ and the chart's catalog ConfigMap"
 
 start_operator() {
   local binary="$1" port="$2" pod="$3"
+  shift 3
   KUBECONFIG="$KUBECONFIG_FILE" POD_NAME="$pod" POD_NAMESPACE=pgpool-system \
     "$BIN/$binary" --leader-elect=true --log-level=info,pgpool_provisioner=debug,pgpool_ops_manager=debug \
-    --metrics-bind-address "127.0.0.1:$port" >"$STATE_DIR/${binary#pgpool-}.log" 2>&1 &
+    --metrics-bind-address "127.0.0.1:$port" "$@" >"$STATE_DIR/${binary#pgpool-}.log" 2>&1 &
   PIDS+=("$!")
 }
-start_operator pgpool-provisioner "$PROVISIONER_PORT" provisioner-local-0
+start_operator pgpool-provisioner "$PROVISIONER_PORT" provisioner-local-0 \
+  --catalog-file "$STATE_DIR/catalog.yaml"
 start_operator pgpool-ops-manager "$OPS_MANAGER_PORT" ops-manager-local-0
 both_ready() {
   curl -fsS "http://127.0.0.1:$PROVISIONER_PORT/readyz" >/dev/null 2>&1 &&
     curl -fsS "http://127.0.0.1:$OPS_MANAGER_PORT/readyz" >/dev/null 2>&1
 }
 wait_for both_ready 60 || die "the operators did not become ready within 60 s"
-say "both operators ready"
+catalog_applied() { kc get pgpoolversion 4.5.3 4.6.0 >/dev/null 2>&1; }
+wait_for catalog_applied 60 || die "the provisioner did not apply the catalog within 60 s"
+say "both operators ready, catalog applied by the provisioner"
 
 say "running the e2e scenario (E2E=1 E2E_SIMULATE_KUBELET=1)"
 E2E=1 E2E_SIMULATE_KUBELET=1 KUBECONFIG="$KUBECONFIG_FILE" \

@@ -170,6 +170,16 @@ charts() {
       die "installing $chart failed (see above)"
     }
   done
+  # The provisioner applies the default catalog itself once it leads (the chart ships it
+  # as a ConfigMap); wait for it before creating Pgpools.
+  say "waiting for the provisioner to apply the PgpoolVersion catalog"
+  local i
+  for i in $(seq 1 60); do
+    kc get pgpoolversion 4.5.3 4.6.0 >/dev/null 2>&1 && return 0
+    sleep 2
+  done
+  diagnostics
+  die "the provisioner did not apply the PgpoolVersion catalog within 120 s"
 }
 
 backend() {

@@ -16,11 +16,12 @@ use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::DynamicObject;
 use pgpool_api::PgpoolVersion;
+use serde::Deserialize as _;
 use serde_json::Value;
 
 /// Values documented as a whole in the READMEs (their sub-keys are Kubernetes fields).
@@ -75,7 +76,7 @@ struct Objects {
     role_bindings: Vec<RoleBinding>,
     policies: Vec<ValidatingAdmissionPolicy>,
     policy_bindings: Vec<ValidatingAdmissionPolicyBinding>,
-    versions: Vec<PgpoolVersion>,
+    config_maps: Vec<ConfigMap>,
     service_monitors: Vec<DynamicObject>,
 }
 
@@ -84,7 +85,6 @@ struct Objects {
 const CLUSTER_SCOPED: &[&str] = &[
     "ClusterRole",
     "ClusterRoleBinding",
-    "PgpoolVersion",
     "ValidatingAdmissionPolicy",
     "ValidatingAdmissionPolicyBinding",
 ];
@@ -119,8 +119,8 @@ fn parse_manifest(m: &Manifest, objects: &mut Objects) -> Result<(), String> {
         ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => objects
             .policy_bindings
             .push(charts::strict_parse(&m.value).map_err(strict)?),
-        ("catalog.kubedb.com/v1alpha1", "PgpoolVersion") => objects
-            .versions
+        ("v1", "ConfigMap") => objects
+            .config_maps
             .push(charts::strict_parse(&m.value).map_err(strict)?),
         ("monitoring.coreos.com/v1", "ServiceMonitor") => objects
             .service_monitors
@@ -365,6 +365,10 @@ const PETSET_CONTROLLER: &[(&str, &str, &[&str])] = &[
     ("apps", "controllerrevisions", MANAGE),
 ];
 
+/// Applying the default catalog (`catalog.enabled`).
+const CATALOG: &[(&str, &str, &[&str])] =
+    &[("catalog.kubedb.com", "pgpoolversions", &["create", "patch"])];
+
 /// ServiceMonitors for Pgpools (`rbac.serviceMonitors`).
 const SERVICE_MONITORS: &[(&str, &str, &[&str])] =
     &[("monitoring.coreos.com", "servicemonitors", MANAGE)];
@@ -456,6 +460,9 @@ fn rbac_grants_exactly_what_each_controller_uses_and_no_wildcards() {
             }
             if p.flag("/rbac/serviceMonitors") {
                 expected.extend(expand(SERVICE_MONITORS));
+            }
+            if p.flag("/catalog/enabled") {
+                expected.extend(expand(CATALOG));
             }
         } else {
             expected.extend(expand(OPS_MANAGER));
@@ -869,6 +876,30 @@ fn bindings_service_and_service_monitor_match_the_deployment() {
     }
 }
 
+/// The PgpoolVersions of a catalog ConfigMap's `catalog.yaml`, each parsed strictly.
+fn catalog_versions(what: &str, cm: &ConfigMap) -> Vec<PgpoolVersion> {
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get("catalog.yaml"))
+        .unwrap_or_else(|| panic!("{what}: catalog ConfigMap without catalog.yaml"));
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let value = serde_json::Value::deserialize(doc)
+            .unwrap_or_else(|e| panic!("{what}: catalog.yaml: {e}"));
+        if value.is_null() {
+            continue;
+        }
+        out.push(
+            charts::strict_parse(&value).unwrap_or_else(|e| panic!("{what}: catalog entry: {e}")),
+        );
+    }
+    out
+}
+
+/// The release holds no PgpoolVersion (its kind is the chart's own CRD, which a fresh
+/// cluster may not have in discovery when Helm maps the templates): the catalog is a file in
+/// a ConfigMap that the provisioner applies itself (`--catalog-file`).
 #[test]
 fn the_provisioner_installs_the_design_catalog_unless_turned_off() {
     let Some(all) = rendered("the_provisioner_installs_the_design_catalog_unless_turned_off")
@@ -884,11 +915,64 @@ fn the_provisioner_installs_the_design_catalog_unless_turned_off() {
         ("4.6.0", ">= 4.6.0, <= 4.6.0"),
     ];
     for p in all {
-        let versions = &p.objects.versions;
-        if !(p.is_provisioner() && p.flag("/catalog/enabled")) {
-            assert!(versions.is_empty(), "{}: no catalog", p.what());
+        let catalog_maps: Vec<&ConfigMap> = p
+            .objects
+            .config_maps
+            .iter()
+            .filter(|c| {
+                c.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.ends_with("-catalog"))
+            })
+            .collect();
+        let enabled = p.is_provisioner() && p.flag("/catalog/enabled");
+        let container = only_container(p);
+        let flag = arg_value(container, "--catalog-file");
+        if !enabled {
+            assert!(catalog_maps.is_empty(), "{}: no catalog", p.what());
+            assert_eq!(flag, None, "{}: no --catalog-file", p.what());
             continue;
         }
+        assert_eq!(catalog_maps.len(), 1, "{}: one catalog ConfigMap", p.what());
+        let cm = catalog_maps[0];
+        // The Deployment mounts that ConfigMap where --catalog-file points.
+        let spec = p.objects.deployments[0]
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod spec");
+        let volume = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.config_map.as_ref().map(|c| c.name.as_str()) == cm.metadata.name.as_deref())
+            .unwrap_or_else(|| panic!("{}: the catalog ConfigMap is not a volume", p.what()));
+        let mount = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == volume.name)
+            .unwrap_or_else(|| panic!("{}: the catalog volume is not mounted", p.what()));
+        assert_eq!(
+            flag.map(str::to_string),
+            Some(format!("{}/catalog.yaml", mount.mount_path)),
+            "{}: --catalog-file",
+            p.what()
+        );
+        let annotations = p.objects.deployments[0]
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.clone())
+            .unwrap_or_default();
+        assert!(
+            annotations.contains_key("checksum/catalog"),
+            "{}: a changed catalog restarts the provisioner",
+            p.what()
+        );
+
+        let versions = catalog_versions(&p.what(), cm);
         let got: BTreeMap<String, &PgpoolVersion> = versions
             .iter()
             .map(|v| (v.metadata.name.clone().unwrap_or_default(), v))
@@ -928,16 +1012,17 @@ fn the_provisioner_installs_the_design_catalog_unless_turned_off() {
                 Ok(pgpool_api::constraints::Decision::Allowed),
                 "{name} -> 4.6.0"
             );
-            let keep = v
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get("helm.sh/resource-policy"))
-                .map(String::as_str);
-            assert_eq!(
-                keep == Some("keep"),
-                p.flag("/catalog/keepOnUninstall"),
-                "{name}: keep"
+            assert!(
+                v.metadata.namespace.is_none(),
+                "{name}: PgpoolVersion is cluster-scoped"
+            );
+            let labels = v.metadata.labels.clone().unwrap_or_default();
+            assert_ne!(
+                labels
+                    .get("app.kubernetes.io/managed-by")
+                    .map(String::as_str),
+                Some("Helm"),
+                "{name}: not a Helm object"
             );
         }
     }

@@ -4,6 +4,7 @@
 //! [`run`] is the entry point for the binary and for tests.
 
 pub mod cache;
+pub mod catalog;
 pub mod config;
 pub mod events;
 pub mod metrics;

@@ -37,6 +37,12 @@ struct Cli {
     /// changes are watched; a look at an unchanged object reads only the watch caches).
     #[arg(long, env = "RESYNC_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     resync_seconds: u64,
+
+    /// A file of PgpoolVersion objects (multi-document YAML) to server-side apply once this
+    /// replica leads, retried until the PgpoolVersion CRD is served. The chart passes its
+    /// default catalog this way (`catalog.enabled`).
+    #[arg(long, env = "CATALOG_FILE", value_name = "FILE")]
+    catalog_file: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -54,9 +60,29 @@ async fn run() -> ExitCode {
     let cli: Cli = operator_kit::parse_args(&INFO);
     let petset_controller = cli.petset_controller;
     let resync = std::time::Duration::from_secs(cli.resync_seconds);
+    // A bad catalog file is a configuration error: refuse to start, with one line.
+    let catalog = match cli
+        .catalog_file
+        .as_deref()
+        .map(pgpool_provisioner::catalog::read)
+    {
+        None => None,
+        Some(Ok(versions)) => Some(versions),
+        Some(Err(e)) => {
+            eprintln!("{}: error: {e}", INFO.name);
+            return ExitCode::FAILURE;
+        }
+    };
     let result = operator_kit::run(INFO, cli.common, move |ctx: RunContext| async move {
         if !petset_controller {
             tracing::info!("PetSet controller is off (--petset-controller=false)");
+        }
+        if let Some(versions) = catalog {
+            tokio::spawn(pgpool_provisioner::catalog::apply(
+                ctx.client.clone(),
+                versions,
+                ctx.shutdown.clone(),
+            ));
         }
         let readiness = ctx.readiness.controller("pgpool");
         let config = pgpool_provisioner::ProvisionerConfig {

@@ -544,6 +544,21 @@ mod tests {
     }
 
     #[test]
+    fn renumbered_keeps_name_labels_owner_and_data_and_drops_server_fields() {
+        let mut old = rev("web-a", "img:1", 1);
+        old.metadata.uid = Some("u-1".into());
+        old.metadata.resource_version = Some("42".into());
+        let new = renumbered(&old, 3);
+        assert_eq!(new.revision, 3);
+        assert_eq!(new.metadata.name, old.metadata.name);
+        assert_eq!(new.metadata.labels, old.metadata.labels);
+        assert_eq!(new.metadata.owner_references, old.metadata.owner_references);
+        assert_eq!(new.data, old.data);
+        assert_eq!(new.metadata.uid, None);
+        assert_eq!(new.metadata.resource_version, None);
+    }
+
+    #[test]
     fn name_collision_bumps_the_counter() {
         let tpl = template("img:2");
         let taken = revision_name("web", &template_hash(&tpl, 0).unwrap());
