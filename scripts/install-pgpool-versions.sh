@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs real pgpool-II binaries of the lines that Debian's stable suite does not ship, for
-# the real-pgpool test matrix (crates/provisioner/tests/real_pgpool.rs), next to the 4.3.x that
+# the real-pgpool test matrix (crates/provisioner/tests/real_pgpool/), next to the 4.3.x that
 # scripts/install-pgpool-test-deps.sh installs with apt:
 #
 #   .cache/pgpool/4.6/   package pgpool2 of suite trixie
