@@ -1,6 +1,7 @@
 //! The real pgpool-II binaries the test runs, one per catalog line.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -20,6 +21,41 @@ pub(crate) struct PgpoolBinary {
     pub(crate) package: String,
     pub(crate) pgpool: PathBuf,
     pub(crate) pcp_node_count: PathBuf,
+    /// The folder it was installed into (`.cache/pgpool/<line>`); `None` for the system's.
+    folder: Option<PathBuf>,
+}
+
+impl PgpoolBinary {
+    /// The binary as another user can run it: when a folder above `.cache/pgpool/<line>` is
+    /// closed to other users (a clone in a private temporary directory), a copy in `dir`.
+    pub(crate) fn runnable_by_others(self, dir: &Path) -> Result<Self, String> {
+        let Some(folder) = &self.folder else {
+            return Ok(self);
+        };
+        let open = folder
+            .ancestors()
+            .all(|p| fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+        if open {
+            return Ok(self);
+        }
+        let copy = dir.join(format!("pgpool-{}", self.line));
+        let out = run(Command::new("cp").arg("-a").arg(folder).arg(&copy));
+        if !out.status.success() {
+            return Err(format!(
+                "copy {} to {}: {}",
+                folder.display(),
+                copy.display(),
+                text(&out.stderr)
+            ));
+        }
+        let moved = |p: &Path| copy.join(p.strip_prefix(folder).expect("inside the folder"));
+        Ok(Self {
+            pgpool: moved(&self.pgpool),
+            pcp_node_count: moved(&self.pcp_node_count),
+            folder: Some(copy.clone()),
+            ..self
+        })
+    }
 }
 
 /// The release `pgpool --version` reports (`pgpool-II version 4.7.3 (tasukiboshi)`).
@@ -56,6 +92,7 @@ fn cached_binary(line: &'static str) -> Result<PgpoolBinary, String> {
         package,
         pgpool,
         pcp_node_count,
+        folder: Some(dir),
     })
 }
 
@@ -79,6 +116,7 @@ fn system_binary() -> Result<PgpoolBinary, String> {
         package,
         pgpool,
         pcp_node_count,
+        folder: None,
     })
 }
 

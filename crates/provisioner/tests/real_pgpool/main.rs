@@ -474,6 +474,16 @@ fn real_pgpool_releases_accept_what_we_render_for_any_of_them() {
         .expect("temp dir");
     let dir = tmp.path();
     run_as.own(dir);
+    // the servers' user must reach the binaries
+    let binaries: Vec<Result<PgpoolBinary, String>> = binaries
+        .into_iter()
+        .map(|b| match b {
+            Ok(b) if run_as.is_other_user() => {
+                Ok(b.runnable_by_others(dir).unwrap_or_else(|e| panic!("{e}")))
+            }
+            other => other,
+        })
+        .collect();
     let pg = start_postgres(&tools, run_as, dir);
     let env = Env {
         tools: &tools,

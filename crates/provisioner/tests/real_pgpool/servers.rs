@@ -93,6 +93,11 @@ impl RunAs {
         Ok(Self { ids: Some(ids) })
     }
 
+    /// Whether the servers run as another user than the test.
+    pub(crate) fn is_other_user(&self) -> bool {
+        self.ids.is_some()
+    }
+
     /// A command with a clean libpq environment, run as the server user.
     pub(crate) fn command(&self, program: &Path) -> Command {
         let mut cmd = client_command(program);
