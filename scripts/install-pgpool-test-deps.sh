@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs Debian's pgpool2 and postgresql packages for the test that runs the real
-# pgpool-II (crates/provisioner/tests/real_pgpool.rs). Idempotent and quiet: does nothing
+# pgpool-II (crates/provisioner/tests/real_pgpool/). Idempotent and quiet: does nothing
 # when the binaries are already there, prints one line when it installs.
 set -euo pipefail
 

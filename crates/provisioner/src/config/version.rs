@@ -83,14 +83,19 @@ impl PgpoolRelease {
 /// A configuration parameter that a Pgpool-II release renamed.
 ///
 /// pgpool ignores a parameter it does not know **without any log line**, even with `-d` (seen
-/// on the real 4.3.5, 4.6.1 and 4.7.3): 4.4+ given only `socket_dir` puts the client socket in
-/// /tmp, 4.3 given only `unix_socket_directories` puts it in its build default, and 4.6 given
-/// only `work_dir` (a rollback from 4.7) writes `pgpool_status` to its build default. Either way
-/// the pod breaks without a word. So the renderer writes **both** spellings of every renamed
-/// parameter with the same value: one file then fits every supported release (proven by the
-/// real binaries in `tests/real_pgpool.rs`), and a pod restarted on another version by an
-/// UpdateVersion, or rolled back, mounts a configuration its binary reads. 4.7 logs
-/// `WARNING: logdir is changed to work_dir` for the old name and uses the value.
+/// on the real 4.3.5, 4.6.1 and 4.7.3 of Debian): 4.4+ given only `socket_dir` puts the client
+/// socket in `/tmp`, 4.3 given only `unix_socket_directories` puts it in its build default
+/// (`/var/run/postgresql` in Debian's build), so the readiness probe on the run directory
+/// fails; 4.3.5 and 4.6.1 given only `work_dir` (4.6 in a rollback from 4.7) write
+/// `pgpool_status` to their build default (`/var/log/postgresql` in Debian's build; the pod's
+/// root filesystem is read-only).
+/// Either way the pod breaks without a word. So the renderer writes **both** spellings of
+/// every renamed parameter with the same value: one file then fits every supported release,
+/// and a pod restarted on another version by an UpdateVersion, or rolled back, mounts a
+/// configuration its binary reads. The real binaries prove it in `tests/real_pgpool/`. 4.7
+/// reads the old name `logdir` too: it logs `WARNING: logdir is changed to work_dir` (with
+/// `DETAIL: if logdir is specified, the value will be set to work_dir`) and uses the value;
+/// that warning is the only one pgpool logs for the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RenamedParameter {
     /// The name releases before [`RenamedParameter::renamed_in`] read.
