@@ -131,9 +131,7 @@ async fn render(args: RenderArgs) -> ExitCode {
     for file in &args.files {
         let text = if file == "-" {
             let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .map(|_| text)
+            std::io::stdin().read_to_string(&mut text).map(|_| text)
         } else {
             std::fs::read_to_string(file)
         };
@@ -164,7 +162,10 @@ async fn render(args: RenderArgs) -> ExitCode {
             ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("pgpool-provisioner render: {}", e.to_string().replace('\n', " "));
+            eprintln!(
+                "pgpool-provisioner render: {}",
+                e.to_string().replace('\n', " ")
+            );
             ExitCode::from(1)
         }
     }

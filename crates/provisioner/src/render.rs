@@ -72,8 +72,9 @@ fn typed<K: DeserializeOwned>(value: serde_json::Value, source: &str) -> Result<
 }
 
 fn find<'a, K: kube::Resource>(objs: &'a [K], ns: &str, name: &str) -> Option<&'a K> {
-    objs.iter()
-        .find(|o| o.meta().name.as_deref() == Some(name) && o.meta().namespace.as_deref() == Some(ns))
+    objs.iter().find(|o| {
+        o.meta().name.as_deref() == Some(name) && o.meta().namespace.as_deref() == Some(ns)
+    })
 }
 
 impl Inputs {
@@ -275,10 +276,7 @@ fn header(inputs: &Inputs, plan: &Plan, show_secrets: bool) -> String {
     let p = &inputs.pgpool;
     let mut out = format!(
         "## pgpool-provisioner render: Pgpool {}/{}, PgpoolVersion {} (image {})\n",
-        plan.namespace,
-        plan.name,
-        p.spec.version,
-        plan.pgpool_image
+        plan.namespace, plan.name, p.spec.version, plan.pgpool_image
     );
     if let AuthPlan::Managed { exists: false, .. } = &plan.auth {
         let _ = writeln!(
@@ -419,7 +417,10 @@ mod tests {
 
     #[test]
     fn one_pgpool_is_needed() {
-        let docs = vec![("a.yaml".to_string(), "kind: Service\nmetadata: {name: x}\n".to_string())];
+        let docs = vec![(
+            "a.yaml".to_string(),
+            "kind: Service\nmetadata: {name: x}\n".to_string(),
+        )];
         let err = Inputs::parse(&docs).unwrap_err();
         assert!(matches!(err, RenderError::Input(m) if m.contains("0 Pgpool")));
     }

@@ -274,8 +274,11 @@ pub trait Lookup {
         name: &str,
     ) -> impl Future<Output = kube::Result<Option<Secret>>> + Send;
     /// Whether Service `ns`/`name` exists.
-    fn service_exists(&self, ns: &str, name: &str)
-    -> impl Future<Output = kube::Result<bool>> + Send;
+    fn service_exists(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> impl Future<Output = kube::Result<bool>> + Send;
 }
 
 impl Lookup for Sources<'_> {
