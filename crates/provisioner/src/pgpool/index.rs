@@ -1,6 +1,8 @@
 //! An index of object *metadata* (resourceVersion, generation, a hash of labels, annotations
 //! and owners) for the kinds the Pgpool controller reads: every Secret and Service in scope
-//! (its children and the objects it points at), its PetSets and PodDisruptionBudgets.
+//! (its children and the objects it points at), its PetSets and PodDisruptionBudgets. For
+//! PetSets it also keeps `spec.replicas` and the revisions of their status (which template the
+//! pods should run; see [`Rollout`]).
 //!
 //! The index is fed by metadata-only watches, so it costs a few hundred bytes per object. A
 //! reconcile compares what the index says with what it saw last time (see [`super::memo`]) and
