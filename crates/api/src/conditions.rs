@@ -27,6 +27,10 @@ pub mod pgpool {
     pub const PROVISIONED: &str = "Provisioned";
     /// An ops request paused the provisioner (Unknown: asked; True: acknowledged).
     pub const PAUSED: &str = "Paused";
+    /// Every pod runs the PetSet's update revision (False: some run an older template, which
+    /// the PetSet's `OnDelete` strategy does not replace; a Restart ops request rolls them).
+    /// Not a KubeDB condition.
+    pub const PODS_UP_TO_DATE: &str = "PodsUpToDate";
 }
 
 /// PgpoolOpsRequest condition types (KubeDB's names).

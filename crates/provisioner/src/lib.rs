@@ -10,6 +10,7 @@ pub mod events;
 pub mod metrics;
 pub mod petset;
 pub mod pgpool;
+pub mod render;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::builder::BoolishValueParser;
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use operator_kit::{CommonArgs, OperatorInfo, RunContext};
 
 const INFO: OperatorInfo = OperatorInfo {
@@ -17,6 +17,10 @@ const INFO: OperatorInfo = OperatorInfo {
 #[derive(Debug, Parser)]
 #[command(name = "pgpool-provisioner", version, about)]
 struct Cli {
+    /// Without a command, runs the operator.
+    #[command(subcommand)]
+    command: Option<Command>,
+
     #[command(flatten)]
     common: CommonArgs,
 
@@ -45,6 +49,40 @@ struct Cli {
     catalog_file: Option<std::path::PathBuf>,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print what the provisioner would create for a Pgpool, without a cluster.
+    ///
+    /// Reads the Pgpool and the objects it refers to (PgpoolVersion, AppBinding, the AppBinding's
+    /// Secret, optional configuration Secret and `<service>-standby` Service) from YAML
+    /// files. A problem prints the message the Pgpool's condition would carry and exits 2;
+    /// unreadable input exits 1.
+    Render(RenderArgs),
+}
+
+#[derive(Debug, Args)]
+struct RenderArgs {
+    /// A YAML file (multi-document; `-` reads standard input). Repeat for more files.
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    files: Vec<String>,
+
+    /// What to print: the configuration files, or the child objects as YAML.
+    #[arg(short = 'o', long, value_enum, default_value_t = RenderOutput::Files)]
+    output: RenderOutput,
+
+    /// Print passwords and keys instead of masking them.
+    #[arg(long)]
+    show_secrets: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RenderOutput {
+    /// `pgpool.conf`, `pool_hba.conf`, `pcp.conf` and `pool_passwd`, each under `# <file>`.
+    Files,
+    /// The Secrets, Services, PetSet and PDB as multi-document YAML.
+    Yaml,
+}
+
 fn main() -> ExitCode {
     limit_malloc_arenas();
     match runtime() {
@@ -58,6 +96,9 @@ fn main() -> ExitCode {
 
 async fn run() -> ExitCode {
     let cli: Cli = operator_kit::parse_args(&INFO);
+    if let Some(Command::Render(args)) = cli.command {
+        return render(args).await;
+    }
     let petset_controller = cli.petset_controller;
     let resync = std::time::Duration::from_secs(cli.resync_seconds);
     // A bad catalog file is a configuration error: refuse to start, with one line.
@@ -106,6 +147,54 @@ async fn run() -> ExitCode {
     })
     .await;
     operator_kit::report(&INFO, result)
+}
+
+/// `pgpool-provisioner render`: prints to stdout; on failure one line on stderr.
+async fn render(args: RenderArgs) -> ExitCode {
+    use pgpool_provisioner::render::{self, Inputs, Output, RenderError};
+    use std::io::Read as _;
+    let mut documents = Vec::new();
+    for file in &args.files {
+        let text = if file == "-" {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).map(|_| text)
+        } else {
+            std::fs::read_to_string(file)
+        };
+        match text {
+            Ok(text) => documents.push((file.clone(), text)),
+            Err(e) => {
+                eprintln!("pgpool-provisioner render: cannot read {file}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let output = match args.output {
+        RenderOutput::Files => Output::Files,
+        RenderOutput::Yaml => Output::Yaml,
+    };
+    let mut generator = pgpool_provisioner::pgpool::validate::RandomGenerator;
+    let result = match Inputs::parse(&documents) {
+        Ok(inputs) => render::render(&inputs, output, args.show_secrets, &mut generator).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e @ RenderError::Problem(_)) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!(
+                "pgpool-provisioner render: {}",
+                e.to_string().replace('\n', " ")
+            );
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// One malloc arena for all threads (glibc): the operator allocates little per thread, and

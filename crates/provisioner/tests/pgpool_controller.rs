@@ -1255,3 +1255,123 @@ async fn a_namespaced_provisioner_reads_a_backend_in_another_namespace() {
         .unwrap();
     assert!(conf.contains("ha-postgres.db.svc"), "{conf}");
 }
+
+/// The `PodsUpToDate` condition of Pgpool `name`: (status, reason, message).
+async fn pods_up_to_date(env: &Env, name: &str) -> Option<(String, String, String)> {
+    env.pgpool(name)
+        .await
+        .and_then(|p| p.status)
+        .and_then(|s| conditions::get(&s.conditions, types::PODS_UP_TO_DATE).cloned())
+        .map(|c| (c.status, c.reason, c.message))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_edit_outside_an_ops_request_names_the_outdated_pods_until_they_are_rolled() {
+    let env = Env::start_with(ProvisionerConfigExt::fast_resync()).await;
+    let mut p = example_pgpool();
+    p.spec.replicas = Some(2);
+    env.create(&p).await;
+    env.wait_phase(NAME, PgpoolPhase::Ready).await;
+    env.wait_condition(NAME, types::PODS_UP_TO_DATE, "True", "AllPodsUpToDate")
+        .await;
+    let petsets: Api<PetSet> = env.api();
+    let before = petsets.get(NAME).await.unwrap();
+    let old_rev = before
+        .status
+        .as_ref()
+        .unwrap()
+        .update_revision
+        .clone()
+        .unwrap();
+
+    // a user's edit of the pod template: OnDelete replaces no pod
+    env.patch_spec(
+        NAME,
+        json!({"podTemplate": {"metadata": {"annotations": {"example.com/edited": "yes"}}}}),
+    )
+    .await;
+    env.wait_condition(NAME, types::PODS_UP_TO_DATE, "False", "OutdatedPods")
+        .await;
+    let ps = petsets.get(NAME).await.unwrap();
+    let new_rev = ps.status.as_ref().unwrap().update_revision.clone().unwrap();
+    assert_ne!(new_rev, old_rev);
+    let (_, _, message) = pods_up_to_date(&env, NAME).await.unwrap();
+    for part in [
+        "2 of 2 pods",
+        &format!("pp-update-0 (revision {old_rev})"),
+        &format!("pp-update-1 (revision {old_rev})"),
+        &format!("update revision is {new_rev}"),
+        "PgpoolOpsRequest of type Restart",
+    ] {
+        assert!(message.contains(part), "{part:?} in {message:?}");
+    }
+    let pods = env.pods(NAME).await;
+    assert!(
+        pods.iter()
+            .all(|p| p.labels().get(names::LABEL_REVISION_HASH) == Some(&old_rev))
+    );
+    let phase = env.pgpool(NAME).await.unwrap().status.unwrap().phase;
+    assert_eq!(phase, Some(PgpoolPhase::Ready), "the old pods still serve");
+
+    // one Warning, and at rest no status write
+    wait_until("the OutdatedPods warning", || async {
+        events_for(&env, NAME)
+            .await
+            .iter()
+            .any(|(t, r, _)| t == "Warning" && r == "OutdatedPods")
+    })
+    .await;
+    env.wait_reconciles(5).await;
+    let mark = env.server.requests().mark();
+    env.wait_reconciles(50).await;
+    let (writes, records) = provisioner_writes(&env, &mark);
+    assert_eq!(writes, 0, "writes at rest with outdated pods:\n{records}");
+    let warnings = events_for(&env, NAME)
+        .await
+        .into_iter()
+        .filter(|(t, r, _)| t == "Warning" && r == "OutdatedPods")
+        .count();
+    assert_eq!(warnings, 1, "one warning per transition");
+
+    // the pods are deleted (what a Restart request does): the PetSet controller recreates
+    // them on the update revision, and the condition clears itself
+    let pod_api: Api<Pod> = env.api();
+    pod_api
+        .delete("pp-update-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until("pp-update-0 back on the update revision", || async {
+        let (pods, rev) = (env.pods(NAME).await, new_rev.clone());
+        pods.iter().any(|p| {
+            p.name_any() == "pp-update-0"
+                && p.labels().get(names::LABEL_REVISION_HASH) == Some(&rev)
+        })
+    })
+    .await;
+    env.wait_condition(NAME, types::PODS_UP_TO_DATE, "False", "OutdatedPods")
+        .await;
+    wait_until("only pp-update-1 named", || async {
+        pods_up_to_date(&env, NAME).await.is_some_and(|(_, _, m)| {
+            m.contains("1 of 2 pods") && m.contains("pp-update-1") && !m.contains("pp-update-0")
+        })
+    })
+    .await;
+    pod_api
+        .delete("pp-update-1", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_condition(NAME, types::PODS_UP_TO_DATE, "True", "AllPodsUpToDate")
+        .await;
+    wait_until("both pods back on the update revision", || async {
+        let pods = env.pods(NAME).await;
+        pods.len() == 2
+            && pods
+                .iter()
+                .all(|p| p.labels().get(names::LABEL_REVISION_HASH) == Some(&new_rev))
+    })
+    .await;
+    env.wait_phase(NAME, PgpoolPhase::Ready).await;
+    let (status, _, message) = pods_up_to_date(&env, NAME).await.unwrap();
+    assert_eq!(status, "True");
+    assert!(message.contains(&new_rev), "{message}");
+}

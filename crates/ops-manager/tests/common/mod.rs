@@ -36,6 +36,18 @@ pub fn image(version: &str) -> String {
     format!("ghcr.io/appscode-images/pgpool2:{version}")
 }
 
+/// The test catalog of the real pgpool-II lines (4.3.5, 4.6.1, 4.7.3 on `pgpool-test/pgpool2`
+/// images; updates allowed between them), as multi-document YAML: usable by any test, and by
+/// `pgpool-provisioner render -f`.
+pub const REAL_LINES_YAML: &str = include_str!("catalog-real-lines.yaml");
+
+/// The entries of [`REAL_LINES_YAML`].
+pub fn real_lines() -> Vec<PgpoolVersion> {
+    serde_yaml::Deserializer::from_str(REAL_LINES_YAML)
+        .map(|doc| serde::Deserialize::deserialize(doc).expect("catalog-real-lines.yaml"))
+        .collect()
+}
+
 /// The exporter image of the catalog.
 pub const EXPORTER: &str = "ghcr.io/appscode-images/pgpool2_exporter:v1.2.2";
 
@@ -510,6 +522,32 @@ impl Env {
         if image(&pp.spec.version) != img {
             return Err(format!("spec.version is {}", pp.spec.version));
         }
+        self.runs(name, img, replicas).await
+    }
+
+    /// Wait until Pgpool `name` has `spec.version` `version`, and its PetSet and all its pods
+    /// run `img` (the catalog entry's image), the pods are Ready and the Pgpool is not paused.
+    pub async fn wait_settled_as(&self, name: &str, version: &str, img: &str, replicas: usize) {
+        within(
+            Duration::from_secs(30),
+            &format!("Pgpool {name} to settle on {version} ({img})"),
+            async {
+                loop {
+                    let pp = self.pgpools().get(name).await.expect("get Pgpool");
+                    if pp.spec.version == version && self.runs(name, img, replicas).await.is_ok() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Ok when the PetSet and the pods of Pgpool `name` run `img`, every pod is Ready and the
+    /// Pgpool is not paused; else what differs.
+    pub async fn runs(&self, name: &str, img: &str, replicas: usize) -> Result<(), String> {
+        let pp = self.pgpools().get(name).await.map_err(|e| e.to_string())?;
         if let Some(c) = pp
             .status
             .as_ref()

@@ -253,9 +253,42 @@ impl Sources<'_> {
     fn covers(&self, ns: &str) -> bool {
         self.namespace.is_none_or(|scope| scope == ns)
     }
+}
 
-    /// An AppBinding: from the cache, or read when it lies outside the namespace the caches
-    /// cover.
+/// Where the objects a Pgpool points at are found: the controller's caches and API server
+/// ([`Sources`]), or the files given to `pgpool-provisioner render`. A missing object is
+/// `None`, not an error.
+pub trait Lookup {
+    /// The catalog entry `name`.
+    fn version(&self, name: &str) -> Option<PgpoolVersion>;
+    /// AppBinding `ns`/`name`.
+    fn appbinding(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> impl Future<Output = kube::Result<Option<AppBinding>>> + Send;
+    /// Secret `ns`/`name` (with its contents).
+    fn secret(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> impl Future<Output = kube::Result<Option<Secret>>> + Send;
+    /// Whether Service `ns`/`name` exists.
+    fn service_exists(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> impl Future<Output = kube::Result<bool>> + Send;
+}
+
+impl Lookup for Sources<'_> {
+    fn version(&self, name: &str) -> Option<PgpoolVersion> {
+        self.versions
+            .get(&ObjectRef::new(name))
+            .map(|v| (*v).clone())
+    }
+
+    /// From the cache, or read when it lies outside the namespace the caches cover.
     async fn appbinding(&self, ns: &str, name: &str) -> kube::Result<Option<AppBinding>> {
         if !self.covers(ns) {
             return Api::<AppBinding>::namespaced(self.client.clone(), ns)
@@ -268,22 +301,36 @@ impl Sources<'_> {
             .map(|ab| (*ab).clone()))
     }
 
-    /// Whether the standby Service of `ab` exists: from the index, or read when it lies
-    /// outside the namespace the caches cover.
-    async fn standby_exists(&self, ab: &AppBinding) -> kube::Result<bool> {
-        let Some(svc) = &ab.spec.client_config.service else {
-            return Ok(false);
-        };
-        let ns = ab.namespace().unwrap_or_default();
-        let standby = names::standby_service(&svc.name);
-        if !self.covers(&ns) {
-            return Ok(Api::<Service>::namespaced(self.client.clone(), &ns)
-                .get_opt(&standby)
+    /// From the [`SecretCache`] (read again when the index shows another version).
+    async fn secret(&self, ns: &str, name: &str) -> kube::Result<Option<Secret>> {
+        Ok(self
+            .secrets
+            .get(self.client, &self.index.secrets, ns, name)
+            .await?
+            .map(|s| (*s).clone()))
+    }
+
+    /// From the index, or read when it lies outside the namespace the caches cover.
+    async fn service_exists(&self, ns: &str, name: &str) -> kube::Result<bool> {
+        if !self.covers(ns) {
+            return Ok(Api::<Service>::namespaced(self.client.clone(), ns)
+                .get_opt(name)
                 .await?
                 .is_some());
         }
-        Ok(self.index.services.contains(&ns, &standby))
+        Ok(self.index.services.contains(ns, name))
     }
+}
+
+/// Whether the standby Service of `ab` (`<service>-standby`) exists.
+async fn standby_exists(lookup: &impl Lookup, ab: &AppBinding) -> kube::Result<bool> {
+    let Some(svc) = &ab.spec.client_config.service else {
+        return Ok(false);
+    };
+    let ns = ab.namespace().unwrap_or_default();
+    lookup
+        .service_exists(&ns, &names::standby_service(&svc.name))
+        .await
 }
 
 /// Reads the existing children of `pgpool`: those the index (or `known`: the last reconcile
@@ -346,36 +393,26 @@ pub async fn children(
     })
 }
 
-/// Reads everything the Pgpool points at (from the caches) and its children (see
-/// [`children`]). Stops early (leaving later fields empty) when the version or AppBinding is
-/// missing: validation reports that first.
-pub async fn dereference(
-    src: &Sources<'_>,
-    pgpool: &Pgpool,
-    known: impl Fn(Kind, &str) -> bool,
-) -> kube::Result<Observed> {
+/// Reads what `pgpool` points at through `lookup`: the catalog entry, the AppBinding, its
+/// Secret and standby Service, the backend groups' AppBindings and the user configuration
+/// Secret (the children and the ServiceMonitor API are left empty). Stops early (leaving
+/// later fields empty) when the AppBinding is missing: validation reports that first.
+pub async fn references(lookup: &impl Lookup, pgpool: &Pgpool) -> kube::Result<Observed> {
     let ns = pgpool.namespace().unwrap_or_default();
     let mut observed = Observed {
-        version: src
-            .versions
-            .get(&ObjectRef::new(&pgpool.spec.version))
-            .map(|v| (*v).clone()),
+        version: lookup.version(&pgpool.spec.version),
         ..Observed::default()
     };
 
     let ab_ns = appbinding_namespace(pgpool);
-    observed.appbinding = src
+    observed.appbinding = lookup
         .appbinding(&ab_ns, &pgpool.spec.postgres_ref.name)
         .await?;
     if let Some(ab) = &observed.appbinding {
         if let Some(secret) = &ab.spec.secret {
-            observed.backend_secret = src
-                .secrets
-                .get(src.client, &src.index.secrets, &ab_ns, &secret.name)
-                .await?
-                .map(|s| (*s).clone());
+            observed.backend_secret = lookup.secret(&ab_ns, &secret.name).await?;
         }
-        observed.standby_exists = src.standby_exists(ab).await?;
+        observed.standby_exists = standby_exists(lookup, ab).await?;
     }
 
     let groups = pgpool
@@ -385,9 +422,9 @@ pub async fn dereference(
         .flat_map(|c| c.backends.iter())
         .filter_map(|b| b.group.clone());
     for group in groups {
-        let appbinding = src.appbinding(&ns, &group).await?;
+        let appbinding = lookup.appbinding(&ns, &group).await?;
         let standby = match &appbinding {
-            Some(ab) => src.standby_exists(ab).await?,
+            Some(ab) => standby_exists(lookup, ab).await?,
             None => false,
         };
         observed.group_backends.push(GroupBackend {
@@ -398,13 +435,19 @@ pub async fn dereference(
     }
 
     if let Some(name) = user_config_secret_name(&pgpool.spec) {
-        observed.user_config_secret = src
-            .secrets
-            .get(src.client, &src.index.secrets, &ns, &name)
-            .await?
-            .map(|s| (*s).clone());
+        observed.user_config_secret = lookup.secret(&ns, &name).await?;
     }
+    Ok(observed)
+}
 
+/// Reads everything the Pgpool points at (see [`references`]; from the caches) and its
+/// children (see [`children`]).
+pub async fn dereference(
+    src: &Sources<'_>,
+    pgpool: &Pgpool,
+    known: impl Fn(Kind, &str) -> bool,
+) -> kube::Result<Observed> {
+    let mut observed = references(src, pgpool).await?;
     // looked up even without spec.monitor, so that a ServiceMonitor left from an earlier
     // spec is found and removed
     let api = src.discovery.api(src.client).await?;

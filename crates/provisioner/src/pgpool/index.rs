@@ -1,6 +1,8 @@
 //! An index of object *metadata* (resourceVersion, generation, a hash of labels, annotations
 //! and owners) for the kinds the Pgpool controller reads: every Secret and Service in scope
-//! (its children and the objects it points at), its PetSets and PodDisruptionBudgets.
+//! (its children and the objects it points at), its PetSets and PodDisruptionBudgets. For
+//! PetSets it also keeps `spec.replicas` and the revisions of their status (which template the
+//! pods should run; see [`Rollout`]).
 //!
 //! The index is fed by metadata-only watches, so it costs a few hundred bytes per object. A
 //! reconcile compares what the index says with what it saw last time (see [`super::memo`]) and
@@ -9,7 +11,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use futures::{Stream, StreamExt as _};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -36,7 +38,7 @@ pub enum Kind {
 }
 
 /// What the index keeps of one object.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     /// Hash of `metadata.resourceVersion` (see [`rv_hash`]).
     pub resource_version: u64,
@@ -46,6 +48,8 @@ pub struct Record {
     pub meta: u64,
     /// `spec.replicas` (PetSets).
     pub replicas: Option<i32>,
+    /// The revisions in `status` (PetSets): which template the pods should run.
+    pub rollout: Option<Arc<Rollout>>,
 }
 
 impl Record {
@@ -67,7 +71,17 @@ impl Record {
             generation: meta.generation,
             meta: h.finish(),
             replicas,
+            rollout: None,
         }
+    }
+
+    /// The record with a PetSet's revisions (kept when it has an update revision).
+    pub fn with_rollout(mut self, rollout: &Rollout) -> Self {
+        self.rollout = rollout
+            .update_revision
+            .is_some()
+            .then(|| Arc::new(rollout.clone()));
+        self
     }
 
     /// What tells two states of an object apart for the Pgpool controller. Secrets and
@@ -117,7 +131,7 @@ impl KindIndex {
 
     /// The record of `ns`/`name`.
     pub fn get(&self, ns: &str, name: &str) -> Option<Record> {
-        self.read().get(ns)?.get(name).copied()
+        self.read().get(ns)?.get(name).cloned()
     }
 
     /// Whether `ns`/`name` exists.
@@ -205,7 +219,7 @@ pub enum Change<'a> {
     Relisted,
 }
 
-/// A PetSet as the index needs it: metadata and `spec.replicas`.
+/// A PetSet as the index needs it: metadata, `spec.replicas` and the revisions in its status.
 #[derive(Clone, Debug, Deserialize)]
 pub struct PetSetReplicas {
     /// Metadata.
@@ -214,6 +228,33 @@ pub struct PetSetReplicas {
     /// `spec.replicas` only.
     #[serde(default)]
     pub spec: ReplicasOnly,
+    /// The revisions of `status`.
+    #[serde(default)]
+    pub status: Rollout,
+}
+
+impl PetSetReplicas {
+    /// The index record of this PetSet.
+    pub fn record(&self) -> Record {
+        Record::of(&self.metadata, self.spec.replicas).with_rollout(&self.status)
+    }
+}
+
+/// A PetSet's `status.currentRevision`, `status.updateRevision` and `status.updatedReplicas`:
+/// with `OnDelete`, pods whose `controller-revision-hash` is not the update revision run an
+/// older template until they are deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    /// The revision the PetSet counts as current (every pod ran it at the last full rollout).
+    #[serde(default)]
+    pub current_revision: Option<String>,
+    /// The revision of the PetSet's template now: new pods get it.
+    #[serde(default)]
+    pub update_revision: Option<String>,
+    /// Pods that run the update revision.
+    #[serde(default)]
+    pub updated_replicas: Option<i32>,
 }
 
 /// `spec.replicas`.
@@ -227,13 +268,13 @@ pub struct ReplicasOnly {
 resource_as!(PetSetReplicas, PetSet);
 
 /// Feeds `index` from watch `events` of objects that `parts` splits into metadata and
-/// replicas, and tells `notify` about each change once the index shows it. Runs until the
+/// index record, and tells `notify` about each change once the index shows it. Runs until the
 /// stream ends (never, with backoff; abort the task). `synced` becomes true after the first
 /// complete list.
 pub async fn run_feed<T, S>(
     events: S,
     index: &KindIndex,
-    parts: fn(&T) -> (&ObjectMeta, Option<i32>),
+    parts: fn(&T) -> (&ObjectMeta, Record),
     synced: watch::Sender<bool>,
     notify: impl Fn(Change<'_>),
 ) where
@@ -244,8 +285,8 @@ pub async fn run_feed<T, S>(
     while let Some(event) = events.next().await {
         match event {
             Ok(watcher::Event::Apply(obj)) => {
-                let (meta, replicas) = parts(&obj);
-                index.insert(meta, Record::of(meta, replicas));
+                let (meta, record) = parts(&obj);
+                index.insert(meta, record);
                 notify(Change::Applied(meta));
             }
             Ok(watcher::Event::Delete(obj)) => {
@@ -255,13 +296,13 @@ pub async fn run_feed<T, S>(
             }
             Ok(watcher::Event::Init) => relist = Some(ByName::new()),
             Ok(watcher::Event::InitApply(obj)) => {
-                let (meta, replicas) = parts(&obj);
+                let (meta, record) = parts(&obj);
                 if let (Some(buf), Some(ns), Some(name)) =
                     (relist.as_mut(), meta.namespace.as_ref(), meta.name.as_ref())
                 {
                     buf.entry(ns.clone())
                         .or_default()
-                        .insert(name.clone(), Record::of(meta, replicas));
+                        .insert(name.clone(), record);
                 }
             }
             Ok(watcher::Event::InitDone) => {
@@ -337,6 +378,7 @@ mod tests {
             spec: ReplicasOnly {
                 replicas: Some(replicas),
             },
+            status: Rollout::default(),
         };
         let events: Vec<Ev> = vec![
             Ok(watcher::Event::Init),
@@ -355,7 +397,7 @@ mod tests {
         run_feed(
             stream::iter(events),
             &index,
-            |p: &PetSetReplicas| (&p.metadata, p.spec.replicas),
+            |p: &PetSetReplicas| (&p.metadata, p.record()),
             tx,
             |c| {
                 let s = match c {

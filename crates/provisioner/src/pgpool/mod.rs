@@ -311,8 +311,8 @@ pub async fn run_controller(
     };
     let notifier = Arc::new(notifier);
     let mut synced_parts = vec![versions.synced(), appbindings.synced(), pods.synced.clone()];
-    fn meta_parts<K>(o: &PartialObjectMeta<K>) -> (&ObjectMeta, Option<i32>) {
-        (&o.metadata, None)
+    fn meta_parts<K>(o: &PartialObjectMeta<K>) -> (&ObjectMeta, index::Record) {
+        (&o.metadata, index::Record::of(&o.metadata, None))
     }
     macro_rules! index_feed {
         ($kind:expr, $field:ident, $events:expr, $parts:expr) => {{
@@ -350,7 +350,7 @@ pub async fn run_controller(
         index::Kind::PetSet,
         petsets,
         watcher(api::<PetSetReplicas>(&client, ns), managed.clone()).default_backoff(),
-        |p: &PetSetReplicas| (&p.metadata, p.spec.replicas)
+        |p: &PetSetReplicas| (&p.metadata, p.record())
     );
     index_feed!(
         index::Kind::Pdb,

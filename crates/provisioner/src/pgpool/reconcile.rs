@@ -28,7 +28,7 @@ use super::dereference::{
 use super::diff::{is_subset, stamp_hash};
 use super::index::{Kind, MetaIndex, fingerprint_of};
 use super::memo::{ChildMemo, Memo, MemoOutcome, Memos};
-use super::status::{EventNote, Health, Outcome, is_paused, next_status};
+use super::status::{EventNote, Health, Outcome, PodRevisions, is_paused, next_status};
 use super::validate::{
     AuthPlan, Plan, RandomGenerator, auth_externally_managed, is_ours, validate,
 };
@@ -354,10 +354,12 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
         }
         if let Some(outcome) = valid {
             let health = observe_health(ctx, pgpool, false);
+            let revisions = observe_revisions(ctx, pgpool);
             let outcome = match outcome {
                 MemoOutcome::Running { notes } => Outcome::Running {
                     health,
                     notes: notes.as_slice(),
+                    revisions: revisions.as_ref(),
                 },
                 MemoOutcome::Problem(problem) => Outcome::Problem(problem, health),
             };
@@ -418,10 +420,12 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
         })
         .collect();
     let health = observe_health(ctx, pgpool, false);
+    let revisions = observe_revisions(ctx, pgpool);
     let status_outcome = match &outcome {
         MemoOutcome::Running { notes } => Outcome::Running {
             health,
             notes: notes.as_slice(),
+            revisions: revisions.as_ref(),
         },
         MemoOutcome::Problem(problem) => Outcome::Problem(problem, health),
     };
@@ -478,6 +482,42 @@ async fn current_service_monitor(
     Ok(fingerprint(Kind::ServiceMonitor, sm.as_ref()))
 }
 
+/// Whether `p` is one of the pods of `pgpool` (`name` in `ns`).
+fn is_pod_of(p: &PodLite, ns: &str, name: &str) -> bool {
+    let labels = p.labels();
+    p.metadata.namespace.as_deref() == Some(ns)
+        && labels.get(names::LABEL_INSTANCE).map(String::as_str) == Some(name)
+        && labels.get(names::LABEL_NAME).map(String::as_str) == Some(names::LABEL_NAME_VALUE)
+}
+
+/// The revisions the pods run against the PetSet's (from the caches; a terminating pod
+/// counts until it is gone); `None` until the PetSet reports an update revision.
+fn observe_revisions(ctx: &Context, pgpool: &Pgpool) -> Option<PodRevisions> {
+    let name = pgpool.name_any();
+    let ns = pgpool.namespace().unwrap_or_default();
+    let record = ctx.caches.index.petsets.get(&ns, &names::petset(&name))?;
+    let rollout = record.rollout?;
+    let mut pods: Vec<(String, Option<String>)> = ctx
+        .caches
+        .pods
+        .state()
+        .iter()
+        .filter(|p| is_pod_of(p, &ns, &name))
+        .map(|p| {
+            (
+                p.name_any(),
+                p.labels().get(names::LABEL_REVISION_HASH).cloned(),
+            )
+        })
+        .collect();
+    pods.sort_unstable();
+    Some(PodRevisions {
+        current_revision: rollout.current_revision.clone(),
+        update_revision: rollout.update_revision.clone()?,
+        pods,
+    })
+}
+
 /// Counts Ready pods (from the cache). `from_petset`: take the desired count from the PetSet
 /// (while paused the Pgpool's replicas may not have reached it).
 fn observe_health(ctx: &Context, pgpool: &Pgpool, from_petset: bool) -> Health {
@@ -488,14 +528,7 @@ fn observe_health(ctx: &Context, pgpool: &Pgpool, from_petset: bool) -> Health {
         .pods
         .state()
         .iter()
-        .filter(|p| {
-            let labels = p.labels();
-            p.metadata.namespace.as_deref() == Some(ns.as_str())
-                && labels.get(names::LABEL_INSTANCE) == Some(&name)
-                && labels.get(names::LABEL_NAME).map(String::as_str)
-                    == Some(names::LABEL_NAME_VALUE)
-                && p.is_ready()
-        })
+        .filter(|p| is_pod_of(p, &ns, &name) && p.is_ready())
         .count();
     let mut replicas = pgpool.spec.replicas();
     if from_petset && let Some(ps) = ctx.caches.index.petsets.get(&ns, &names::petset(&name)) {

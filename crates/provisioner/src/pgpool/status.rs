@@ -12,6 +12,72 @@ use super::validate::Problem;
 pub const REASON_PAUSE_ACKNOWLEDGED: &str = "PauseAcknowledged";
 /// Reason of conditions while `spec.halted` is true.
 pub const REASON_HALTED: &str = "Halted";
+/// Reason of a False `PodsUpToDate` condition (and of its Warning event).
+pub const REASON_OUTDATED_PODS: &str = "OutdatedPods";
+/// Reason of a True `PodsUpToDate` condition.
+pub const REASON_PODS_UP_TO_DATE: &str = "AllPodsUpToDate";
+
+/// The Pgpool's pods against its PetSet's revisions: the PetSet's `status.currentRevision`
+/// and `status.updateRevision`, and each pod's `controller-revision-hash` label.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodRevisions {
+    /// `status.currentRevision` of the PetSet.
+    pub current_revision: Option<String>,
+    /// `status.updateRevision` of the PetSet: the revision of its template now.
+    pub update_revision: String,
+    /// The pods: (name, revision label).
+    pub pods: Vec<(String, Option<String>)>,
+}
+
+impl PodRevisions {
+    /// Pods that do not run the update revision, by name: (name, revision they run).
+    pub fn outdated(&self) -> Vec<(&str, &str)> {
+        let mut out: Vec<(&str, &str)> = self
+            .pods
+            .iter()
+            .filter(|(_, rev)| rev.as_deref() != Some(self.update_revision.as_str()))
+            .map(|(name, rev)| (name.as_str(), rev.as_deref().unwrap_or("none")))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+}
+
+/// The `PodsUpToDate` condition `revisions` call for: (true, reason, message).
+pub fn pods_up_to_date(revisions: &PodRevisions) -> (bool, &'static str, String) {
+    let outdated = revisions.outdated();
+    if outdated.is_empty() {
+        return (
+            true,
+            REASON_PODS_UP_TO_DATE,
+            format!(
+                "every pod runs the PetSet's update revision {}",
+                revisions.update_revision
+            ),
+        );
+    }
+    let pods: Vec<String> = outdated
+        .iter()
+        .map(|(name, rev)| format!("{name} (revision {rev})"))
+        .collect();
+    let current = revisions
+        .current_revision
+        .as_deref()
+        .map(|c| format!(", current revision {c}"))
+        .unwrap_or_default();
+    (
+        false,
+        REASON_OUTDATED_PODS,
+        format!(
+            "{} of {} pods run an outdated template: {}; the PetSet's update revision is {}{current}. \
+             The PetSet replaces pods only when they are deleted (OnDelete): create a PgpoolOpsRequest of type Restart to roll them",
+            outdated.len(),
+            revisions.pods.len(),
+            pods.join(", "),
+            revisions.update_revision,
+        ),
+    )
+}
 
 /// Pods of the Pgpool as observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -35,6 +101,8 @@ pub enum Outcome<'a> {
         health: Health,
         /// Remarks for the `ProvisioningStarted` message.
         notes: &'a [String],
+        /// The pods' revisions against the PetSet's, once the PetSet reports them.
+        revisions: Option<&'a PodRevisions>,
     },
     /// Paused by an ops request: nothing was written; the pods are as observed.
     Paused(Health),
@@ -163,6 +231,7 @@ pub fn next_status(
     let old_phase = current.and_then(|s| s.phase);
     let old_ready = conditions::get(&status.conditions, types::READY).cloned();
     let old_started = conditions::get(&status.conditions, types::PROVISIONING_STARTED).cloned();
+    let old_up_to_date = conditions::get(&status.conditions, types::PODS_UP_TO_DATE).cloned();
     let mut events = Vec::new();
     let cs = &mut status.conditions;
 
@@ -235,7 +304,11 @@ pub fn next_status(
                 );
             }
         }
-        Outcome::Running { health, notes } => {
+        Outcome::Running {
+            health,
+            notes,
+            revisions,
+        } => {
             let mut message = "the children are applied".to_string();
             for note in notes.iter() {
                 message.push_str("; ");
@@ -253,6 +326,14 @@ pub fn next_status(
                 now,
             );
             set_health(cs, *health, generation, now);
+            if let Some(revisions) = revisions {
+                let (ok, reason, message) = pods_up_to_date(revisions);
+                conditions::set(
+                    cs,
+                    cond(types::PODS_UP_TO_DATE, ok, reason, message, generation),
+                    now,
+                );
+            }
         }
         Outcome::Paused(health) => {
             let keep = |c: Option<&Condition>| c.and_then(|c| c.observed_generation);
@@ -292,6 +373,23 @@ pub fn next_status(
                 warning: true,
                 reason: "MonitoringIncomplete".into(),
                 message: notes.join("; "),
+            });
+        }
+    }
+    // outdated pods: a Warning when they appear, a Normal event when they are gone
+    if let Some(new) = conditions::get(&status.conditions, types::PODS_UP_TO_DATE) {
+        let was = old_up_to_date.as_ref().map(|c| c.status.as_str());
+        if new.status == FALSE && was != Some(FALSE) {
+            events.push(EventNote {
+                warning: true,
+                reason: REASON_OUTDATED_PODS.into(),
+                message: new.message.clone(),
+            });
+        } else if new.status == TRUE && was == Some(FALSE) {
+            events.push(EventNote {
+                warning: false,
+                reason: REASON_PODS_UP_TO_DATE.into(),
+                message: new.message.clone(),
             });
         }
     }
@@ -337,6 +435,7 @@ mod tests {
             &Outcome::Running {
                 health: h(1, 0),
                 notes: &notes,
+                revisions: None,
             },
             now(),
         );
@@ -350,6 +449,7 @@ mod tests {
             &Outcome::Running {
                 health: h(1, 1),
                 notes: &notes,
+                revisions: None,
             },
             now(),
         );
@@ -363,6 +463,7 @@ mod tests {
             &Outcome::Running {
                 health: h(1, 1),
                 notes: &notes,
+                revisions: None,
             },
             now(),
         );
@@ -376,6 +477,7 @@ mod tests {
             &Outcome::Running {
                 health: h(2, 1),
                 notes: &notes,
+                revisions: None,
             },
             now(),
         );
@@ -441,5 +543,128 @@ mod tests {
         let (s, _) = next_status(None, Some(1), true, &Outcome::Halted, now());
         assert_eq!(s.phase, Some(PgpoolPhase::Halted));
         assert!(!conditions::is_true(&s.conditions, types::READY));
+    }
+
+    fn revisions(update: &str, pods: &[(&str, &str)]) -> PodRevisions {
+        PodRevisions {
+            current_revision: Some("pg-old".into()),
+            update_revision: update.into(),
+            pods: pods
+                .iter()
+                .map(|(n, r)| (n.to_string(), Some(r.to_string())))
+                .collect(),
+        }
+    }
+
+    fn running<'a>(notes: &'a [String], r: &'a PodRevisions) -> Outcome<'a> {
+        Outcome::Running {
+            health: h(2, 2),
+            notes,
+            revisions: Some(r),
+        }
+    }
+
+    #[test]
+    fn outdated_pods_are_named_with_the_fix_and_warned_once() {
+        let notes = vec![];
+        let same = revisions("pg-old", &[("pg-0", "pg-old"), ("pg-1", "pg-old")]);
+        let (s1, _) = next_status(None, Some(1), false, &running(&notes, &same), now());
+        let c = conditions::get(&s1.conditions, types::PODS_UP_TO_DATE).unwrap();
+        assert_eq!(c.status, TRUE);
+        assert_eq!(c.reason, REASON_PODS_UP_TO_DATE);
+
+        // the template changed (a user's edit): the pods stay on the old revision
+        let drift = revisions("pg-new", &[("pg-1", "pg-old"), ("pg-0", "pg-old")]);
+        let (s2, e2) = next_status(Some(&s1), Some(2), false, &running(&notes, &drift), now());
+        let c = conditions::get(&s2.conditions, types::PODS_UP_TO_DATE).unwrap();
+        assert_eq!(c.status, FALSE);
+        assert_eq!(c.reason, REASON_OUTDATED_PODS);
+        for part in [
+            "2 of 2 pods",
+            "pg-0 (revision pg-old), pg-1 (revision pg-old)",
+            "update revision is pg-new",
+            "current revision pg-old",
+            "PgpoolOpsRequest of type Restart",
+        ] {
+            assert!(c.message.contains(part), "{part:?} in {:?}", c.message);
+        }
+        assert_eq!(s2.phase, Some(PgpoolPhase::Ready), "the pods still serve");
+        let warnings: Vec<_> = e2
+            .iter()
+            .filter(|e| e.reason == REASON_OUTDATED_PODS)
+            .collect();
+        assert_eq!(warnings.len(), 1, "{e2:?}");
+        assert!(warnings[0].warning);
+
+        // at rest: nothing to write, no second warning
+        let (s3, e3) = next_status(Some(&s2), Some(2), false, &running(&notes, &drift), now());
+        assert_eq!(s3, s2);
+        assert!(e3.is_empty(), "{e3:?}");
+
+        // one pod replaced: still False, named alone, no new warning
+        let half = revisions("pg-new", &[("pg-0", "pg-new"), ("pg-1", "pg-old")]);
+        let (s4, e4) = next_status(Some(&s3), Some(2), false, &running(&notes, &half), now());
+        let c = conditions::get(&s4.conditions, types::PODS_UP_TO_DATE).unwrap();
+        assert_eq!(c.status, FALSE);
+        assert!(
+            c.message
+                .contains("1 of 2 pods run an outdated template: pg-1")
+        );
+        assert!(!c.message.contains("pg-0 (revision"));
+        assert!(e4.is_empty(), "{e4:?}");
+
+        // every pod on the update revision: True again
+        let done = revisions("pg-new", &[("pg-0", "pg-new"), ("pg-1", "pg-new")]);
+        let (s5, e5) = next_status(Some(&s4), Some(2), false, &running(&notes, &done), now());
+        let c = conditions::get(&s5.conditions, types::PODS_UP_TO_DATE).unwrap();
+        assert_eq!(c.status, TRUE);
+        assert!(
+            e5.iter()
+                .any(|e| !e.warning && e.reason == REASON_PODS_UP_TO_DATE)
+        );
+    }
+
+    #[test]
+    fn a_pause_leaves_the_pods_condition_alone() {
+        let notes = vec![];
+        let drift = revisions("pg-new", &[("pg-0", "pg-old")]);
+        let (s1, _) = next_status(None, Some(1), false, &running(&notes, &drift), now());
+        let mut paused = s1.clone();
+        conditions::set(
+            &mut paused.conditions,
+            NewCondition {
+                type_: types::PAUSED,
+                status: TRUE,
+                reason: REASON_PAUSE_ACKNOWLEDGED,
+                message: "ops request x".into(),
+                observed_generation: None,
+            },
+            now(),
+        );
+        let (s2, e2) = next_status(
+            Some(&paused),
+            Some(1),
+            false,
+            &Outcome::Paused(h(1, 1)),
+            now(),
+        );
+        assert_eq!(
+            conditions::get(&s2.conditions, types::PODS_UP_TO_DATE),
+            conditions::get(&s1.conditions, types::PODS_UP_TO_DATE)
+        );
+        assert!(!e2.iter().any(|e| e.reason.contains("Pods")), "{e2:?}");
+    }
+
+    #[test]
+    fn a_pod_without_a_revision_label_is_outdated() {
+        let r = PodRevisions {
+            current_revision: None,
+            update_revision: "pg-new".into(),
+            pods: vec![("pg-0".into(), None)],
+        };
+        assert_eq!(r.outdated(), vec![("pg-0", "none")]);
+        let (ok, _, message) = pods_up_to_date(&r);
+        assert!(!ok);
+        assert!(!message.contains("current revision"), "{message}");
     }
 }
