@@ -5,8 +5,11 @@
 //! 1. provisioning throughput: N Pgpools created at once, time until all are Ready, and API
 //!    requests per Pgpool by verb;
 //! 2. steady state: requests per minute with N Ready Pgpools and nothing changing;
-//! 3. update overhead: UpdateVersion of a Pgpool with 1, 3 and 9 replicas, wall time and per
-//!    pod (pods become Ready at once, so this is the operators' own overhead);
+//! 3. update overhead: UpdateVersion of a Pgpool with 1, 3 and 9 replicas, wall time, the part
+//!    before the first eviction, the ops-manager's time from one replacement pod being Ready to
+//!    the next eviction, and its API writes per pod (pods become Ready at once, so this is the
+//!    operators' own overhead); once without latency in every run, and once more under
+//!    testkit's latency model of a real kube-apiserver (`testkit::Latency::kube_apiserver`);
 //! 4. memory: peak RSS of each operator process;
 //! 5. scaling: all of the above for each N.
 //!
@@ -24,12 +27,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
+use kube::api::{Api, PostParams, WatchEvent, WatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use pgpool_api::{AppBinding, OpsRequestPhase, PgpoolOpsRequest, PgpoolPhase, PgpoolVersion};
-use testkit::{Kubelet, KubeletConfig, RequestCounts, TestServer};
+use testkit::{Kubelet, KubeletConfig, Latency, RequestCounts, ServerConfig, TestServer};
 
 const NS: &str = "bench";
 const PROVISIONER: &str = "pgpool-provisioner";
@@ -68,6 +71,19 @@ struct Args {
     /// Write each operator's log to `<dir>/<binary>-<N>.log` instead of this program's stderr.
     #[arg(long)]
     log_dir: Option<PathBuf>,
+    /// Read delay of the latency model of the update run under latency, in milliseconds
+    /// (default: `testkit::Latency::kube_apiserver`, like the two below).
+    #[arg(long, default_value_t = Latency::kube_apiserver().read.as_millis() as u64)]
+    latency_read_ms: u64,
+    /// Write delay of the latency model, in milliseconds.
+    #[arg(long, default_value_t = Latency::kube_apiserver().write.as_millis() as u64)]
+    latency_write_ms: u64,
+    /// Watch-event delay of the latency model, in milliseconds.
+    #[arg(long, default_value_t = Latency::kube_apiserver().watch_event.as_millis() as u64)]
+    latency_watch_ms: u64,
+    /// Skip the update run under the latency model.
+    #[arg(long)]
+    no_latency_run: bool,
     /// Run each operator under this command (for profiling), `{name}` replaced by the binary
     /// name, e.g. `--wrap "heaptrack -o /tmp/{name}"`. Peak RSS is then the wrapper's.
     #[arg(long)]
@@ -77,6 +93,14 @@ struct Args {
 impl Args {
     fn bin_dir(&self) -> &Path {
         self.bin_dir.as_deref().unwrap_or(Path::new("."))
+    }
+
+    fn latency(&self) -> Latency {
+        Latency {
+            read: Duration::from_millis(self.latency_read_ms),
+            write: Duration::from_millis(self.latency_write_ms),
+            watch_event: Duration::from_millis(self.latency_watch_ms),
+        }
     }
 }
 
@@ -94,7 +118,7 @@ struct RunResult {
     steady_writes: u64,
     /// Reconciles in the steady-state window: (Pgpool, PetSet).
     steady_reconciles: (f64, f64),
-    updates: Vec<(i32, f64)>,
+    updates: Vec<UpdateResult>,
     rss_kib: BTreeMap<&'static str, u64>,
     anon_kib: BTreeMap<&'static str, u64>,
 }
@@ -121,6 +145,14 @@ async fn main() -> anyhow::Result<()> {
         args.sizes
     );
     let mut results = Vec::new();
+    let latency_updates = if args.no_latency_run {
+        Vec::new()
+    } else {
+        eprintln!("== updates under the latency model");
+        run_latency(&args)
+            .await
+            .context("update run under latency")?
+    };
     for &n in &args.sizes {
         eprintln!("== N = {n}");
         results.push(
@@ -130,7 +162,158 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     print_table(&results, &args);
+    if !latency_updates.is_empty() {
+        print_latency_table(&latency_updates, args.latency());
+    }
     Ok(())
+}
+
+/// UpdateVersion of 1, 3 and 9 replicas against a server with the latency model on, with no
+/// other Pgpools.
+async fn run_latency(args: &Args) -> anyhow::Result<Vec<UpdateResult>> {
+    let timeout = Duration::from_secs(args.timeout_seconds);
+    let server = TestServer::with_config(ServerConfig {
+        latency: args.latency(),
+        ..ServerConfig::default()
+    });
+    let listening = server.listen().await?;
+    let _kubelet = Kubelet::start(
+        server.client_as("kubelet"),
+        KubeletConfig::default().ready_delay(Duration::ZERO),
+    );
+    let client = server.client_as("bench");
+    seed(&client).await?;
+    let mut provisioner = Operator::spawn(args, 0, PROVISIONER, listening.kubeconfig_path())?;
+    let mut ops = Operator::spawn(args, 0, OPS_MANAGER, listening.kubeconfig_path())?;
+    provisioner.wait_ready(timeout).await?;
+    ops.wait_ready(timeout).await?;
+    let mut updates = Vec::new();
+    for &replicas in &args.update_replicas {
+        updates.push(measure_update(&server, &client, replicas, timeout).await?);
+    }
+    provisioner.stop();
+    ops.stop();
+    Ok(updates)
+}
+
+/// One timed UpdateVersion. Times come from a watch of the Pgpool's pods (every event arrives
+/// equally late, so the differences are exact).
+#[derive(Clone, Debug)]
+struct UpdateResult {
+    replicas: i32,
+    /// From the request's creation to phase Successful.
+    wall_secs: f64,
+    /// From the request's creation to the first eviction (the pod's deletionTimestamp).
+    before_first_eviction: Option<f64>,
+    /// Mean time from a replacement pod being Ready to the eviction of the next pod: the
+    /// ops-manager's overhead per pod (none with one replica).
+    ready_to_next_eviction: Option<f64>,
+    /// From the last replacement pod being Ready to phase Successful.
+    last_ready_to_done: Option<f64>,
+    /// API writes of the ops-manager during the update, events included.
+    ops_writes: u64,
+}
+
+async fn measure_update(
+    server: &TestServer,
+    client: &Client,
+    replicas: i32,
+    timeout: Duration,
+) -> anyhow::Result<UpdateResult> {
+    let name = format!("upd-{replicas}");
+    let pgpools: Api<pgpool_api::Pgpool> = Api::namespaced(client.clone(), NS);
+    pgpools
+        .create(&PostParams::default(), &pgpool(&name, "4.5.3", replicas))
+        .await?;
+    wait_pgpools_ready(&pgpools, std::slice::from_ref(&name), timeout).await?;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let wp = WatchParams::default().labels(&pgpool_api::names::selector_string(&name));
+    let mut stream = pods.watch(&wp, "0").await?.boxed();
+    // the current pods come first (ADDED): they are the ones to be replaced
+    let mut old = HashSet::new();
+    while old.len() < usize::try_from(replicas).unwrap_or(0) {
+        match tokio::time::timeout(timeout, stream.try_next()).await {
+            Ok(Ok(Some(WatchEvent::Added(p)))) if !is_terminating(&p) => {
+                old.insert(p.metadata.uid.unwrap_or_default());
+            }
+            Ok(Ok(Some(_))) => {}
+            _ => bail!("no pods of {name} seen"),
+        }
+    }
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let pod_times = tokio::spawn(async move {
+        let mut evicted: Vec<(Instant, String)> = Vec::new();
+        let mut ready: Vec<(Instant, String)> = Vec::new();
+        loop {
+            let ev = tokio::select! {
+                _ = &mut stopped => break,
+                ev = stream.try_next() => match ev {
+                    Ok(Some(ev)) => ev,
+                    _ => break,
+                },
+            };
+            let (WatchEvent::Added(p) | WatchEvent::Modified(p)) = ev else {
+                continue;
+            };
+            let now = Instant::now();
+            let uid = p.metadata.uid.clone().unwrap_or_default();
+            if old.contains(&uid) {
+                if is_terminating(&p) && !evicted.iter().any(|(_, u)| *u == uid) {
+                    evicted.push((now, uid));
+                }
+            } else if is_ready(&p) && !ready.iter().any(|(_, u)| *u == uid) {
+                ready.push((now, uid));
+            }
+        }
+        (evicted, ready)
+    });
+
+    let mark = server.requests().mark();
+    let requests: Api<PgpoolOpsRequest> = Api::namespaced(client.clone(), NS);
+    let started = Instant::now();
+    requests
+        .create(&PostParams::default(), &update_request(&name))
+        .await?;
+    let phase = wait_request_final(&requests, &name, timeout).await?;
+    let done = Instant::now();
+    if phase != OpsRequestPhase::Successful {
+        bail!("UpdateVersion of {name} ended {phase:?}");
+    }
+    let ops_writes = server
+        .requests()
+        .since(&mark)
+        .sum(|k| k.agent.starts_with(OPS_MANAGER) && k.verb.is_write());
+    // the last replacement's Ready event came before the request's final status
+    let _ = stop.send(());
+    let (evicted, ready) = pod_times.await.context("pod watch")?;
+    let secs = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64();
+    let gaps: Vec<f64> = ready
+        .iter()
+        .zip(evicted.iter().skip(1))
+        .map(|((r, _), (e, _))| secs(*r, *e))
+        .collect();
+    Ok(UpdateResult {
+        replicas,
+        wall_secs: secs(started, done),
+        before_first_eviction: evicted.first().map(|(t, _)| secs(started, *t)),
+        ready_to_next_eviction: (!gaps.is_empty())
+            .then(|| gaps.iter().sum::<f64>() / gaps.len() as f64),
+        last_ready_to_done: ready.last().map(|(t, _)| secs(*t, done)),
+        ops_writes,
+    })
+}
+
+fn is_terminating(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_some()
+}
+
+fn is_ready(p: &Pod) -> bool {
+    !is_terminating(p)
+        && p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 async fn run(args: &Args, n: usize) -> anyhow::Result<RunResult> {
@@ -226,23 +409,9 @@ async fn run(args: &Args, n: usize) -> anyhow::Result<RunResult> {
 
     // 3. update overhead
     for &replicas in &args.update_replicas {
-        let name = format!("upd-{replicas}");
-        pgpools
-            .create(&PostParams::default(), &pgpool(&name, "4.5.3", replicas))
-            .await?;
-        wait_pgpools_ready(&pgpools, std::slice::from_ref(&name), timeout).await?;
-        let requests: Api<PgpoolOpsRequest> = Api::namespaced(client.clone(), NS);
-        let started = Instant::now();
-        requests
-            .create(&PostParams::default(), &update_request(&name))
-            .await?;
-        let phase = wait_request_final(&requests, &name, timeout).await?;
-        if phase != OpsRequestPhase::Successful {
-            bail!("UpdateVersion of {name} ended {phase:?}");
-        }
         result
             .updates
-            .push((replicas, started.elapsed().as_secs_f64()));
+            .push(measure_update(&server, &client, replicas, timeout).await?);
     }
 
     // 4. memory
@@ -725,19 +894,10 @@ fn print_table(results: &[RunResult], args: &Args) {
         );
     }
     println!();
-    println!("## UpdateVersion 4.5.3 -> 4.6.0 (pods Ready at once)");
-    println!("| N | replicas | wall time (s) | per pod (s) |");
-    println!("|---:|---:|---:|---:|");
+    println!("## UpdateVersion 4.5.3 -> 4.6.0, no API latency (pods Ready at once)");
+    print_update_header(true);
     for r in results {
-        for (replicas, secs) in &r.updates {
-            println!(
-                "| {} | {} | {:.3} | {:.3} |",
-                r.n,
-                replicas,
-                secs,
-                secs / f64::from(*replicas)
-            );
-        }
+        print_update_rows(Some(r.n), &r.updates);
     }
     println!();
     println!("## Peak RSS (MiB): whole process (VmHWM), and its anonymous part (heap, stacks)");
@@ -753,6 +913,63 @@ fn print_table(results: &[RunResult], args: &Args) {
             mib(&r.anon_kib, PROVISIONER),
             mib(&r.rss_kib, OPS_MANAGER),
             mib(&r.anon_kib, OPS_MANAGER),
+        );
+    }
+}
+
+fn print_latency_table(updates: &[UpdateResult], latency: Latency) {
+    println!();
+    println!(
+        "## UpdateVersion 4.5.3 -> 4.6.0 under the latency model (reads {} ms, writes {} ms, \
+         watch events {} ms; pods Ready at once, no other Pgpools)",
+        latency.read.as_millis(),
+        latency.write.as_millis(),
+        latency.watch_event.as_millis()
+    );
+    print_update_header(false);
+    print_update_rows(None, updates);
+}
+
+fn print_update_header(with_n: bool) {
+    let n = if with_n { "| N " } else { "" };
+    println!(
+        "{n}| replicas | wall time (s) | wall / pod (s) | before 1st eviction (s) | \
+         per pod: Ready -> next eviction (s) | last Ready -> Successful (s) | \
+         ops-manager writes | writes per pod |"
+    );
+    println!(
+        "{}|---:|---:|---:|---:|---:|---:|---:|---:|",
+        if with_n { "|---:" } else { "" }
+    );
+}
+
+/// Rows of one run. Writes per pod: what one more pod adds, `(writes(r) - writes(1)) / (r - 1)`
+/// against the run's 1-replica update.
+fn print_update_rows(n: Option<usize>, updates: &[UpdateResult]) {
+    let single = updates
+        .iter()
+        .find(|u| u.replicas == 1)
+        .map(|u| u.ops_writes);
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+    for u in updates {
+        let per_pod = match single {
+            Some(w1) if u.replicas > 1 => format!(
+                "{:.1}",
+                (u.ops_writes as f64 - w1 as f64) / f64::from(u.replicas - 1)
+            ),
+            _ => "-".to_string(),
+        };
+        println!(
+            "{}| {} | {:.3} | {:.3} | {} | {} | {} | {} | {} |",
+            n.map(|n| format!("| {n} ")).unwrap_or_default(),
+            u.replicas,
+            u.wall_secs,
+            u.wall_secs / f64::from(u.replicas),
+            opt(u.before_first_eviction),
+            opt(u.ready_to_next_eviction),
+            opt(u.last_ready_to_done),
+            u.ops_writes,
+            per_pod
         );
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{
     DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams, Preconditions,
@@ -25,6 +26,7 @@ use pgpool_api::{
 };
 use serde_json::json;
 
+use crate::events::EventQueue;
 use crate::metrics::Metrics;
 use crate::plan::{self, Images, PodStep, RollbackPodStep, Step, Verdict};
 use crate::{OpsManagerConfig, REPORTER, REQUEST_FINALIZER};
@@ -48,7 +50,8 @@ struct Ctx {
     client: Client,
     store: Store<PgpoolOpsRequest>,
     metrics: Metrics,
-    recorder: EventRecorder,
+    /// Events go out in the background: a reconcile never waits for one.
+    events: EventQueue,
     /// Serialises queue decisions (read the queue, then mark one request Progressing).
     queue_lock: tokio::sync::Mutex<()>,
     /// Consecutive failed reconciles per request, for the error backoff.
@@ -96,11 +99,16 @@ pub(crate) async fn run(
         )
         .for_each(|_| async {}),
     );
+    let (events, events_task) = EventQueue::start(EventRecorder::new(
+        client.clone(),
+        REPORTER,
+        config.instance.clone(),
+    ));
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         store: store.clone(),
         metrics,
-        recorder: EventRecorder::new(client.clone(), REPORTER, config.instance.clone()),
+        events,
         queue_lock: tokio::sync::Mutex::new(()),
         errors: Mutex::default(),
         refusals: Mutex::default(),
@@ -206,6 +214,14 @@ pub(crate) async fn run(
     ready_task.abort();
     stop_task.abort();
     reflector_task.abort();
+    // The controller has dropped the context and with it the event queue: publish what is
+    // still queued (bounded, so that an unreachable API server cannot hold up the exit).
+    if tokio::time::timeout(Duration::from_secs(5), events_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("events still queued at exit were dropped");
+    }
 }
 
 /// Requests of Pgpool `pgpool` in `ns` that have not ended, from the cache.
@@ -304,6 +320,10 @@ struct Run<'a> {
     name: String,
     t: OpsRequestType,
     pgpool: String,
+    /// Conditions set on the local copy that record a step already done and are written with
+    /// the next status write (at the latest before the reconcile waits). Losing them in a
+    /// crash only repeats an idempotent check.
+    unsaved: bool,
 }
 
 impl<'a> Run<'a> {
@@ -320,6 +340,7 @@ impl<'a> Run<'a> {
             name,
             t,
             pgpool,
+            unsaved: false,
         }
     }
 
@@ -365,6 +386,22 @@ impl<'a> Run<'a> {
         )
     }
 
+    /// Like [`Self::set`] for a condition that records a finished step: it is written with
+    /// the next status write, which saves one round trip per step.
+    fn set_done(&mut self, type_: &str, reason: &str, message: impl Into<String>) {
+        if self.set(type_, conditions::TRUE, reason, message) {
+            self.unsaved = true;
+        }
+    }
+
+    /// Write what [`Self::set_done`] left unwritten.
+    async fn flush(&mut self) -> Result<()> {
+        if self.unsaved {
+            self.save().await?;
+        }
+        Ok(())
+    }
+
     fn set_phase(&mut self, phase: OpsRequestPhase) {
         self.req.status.get_or_insert_with(Default::default).phase = Some(phase);
     }
@@ -381,6 +418,7 @@ impl<'a> Run<'a> {
             .reqs
             .replace_status(&self.name, &PostParams::default(), &self.req)
             .await?;
+        self.unsaved = false;
         Ok(())
     }
 
@@ -409,16 +447,27 @@ impl<'a> Run<'a> {
         (left > 0).then(|| Duration::from_millis(left as u64))
     }
 
+    /// When [`Self::remaining`] runs out, in RFC 3339 (whole seconds, UTC).
+    fn deadline(c: &Condition, deadline_after: Duration) -> String {
+        let start_ms = c.last_transition_time.0.as_second() * 1000;
+        let ms = start_ms
+            .saturating_add(i64::try_from(deadline_after.as_millis()).unwrap_or(i64::MAX / 2))
+            .saturating_add(1000);
+        chrono::DateTime::<Utc>::from_timestamp_millis(ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default()
+    }
+
     fn wait(&self, d: Duration) -> Flow {
         Flow::Wait(d.min(self.ctx.max_requeue).max(Duration::from_millis(50)))
     }
 
-    async fn event(&self, reason: &str, message: &str) {
-        self.ctx.recorder.normal(&self.req, reason, message).await;
+    fn event(&self, reason: &str, message: &str) {
+        self.ctx.events.normal(&self.req, reason, message);
     }
 
-    async fn warning(&self, reason: &str, message: &str) {
-        self.ctx.recorder.warning(&self.req, reason, message).await;
+    fn warning(&self, reason: &str, message: &str) {
+        self.ctx.events.warning(&self.req, reason, message);
     }
 
     /// Record the end of a step for the step-duration metric.
@@ -544,7 +593,7 @@ impl<'a> Run<'a> {
                         "waiting for PgpoolOpsRequest {behind} on Pgpool {} to finish",
                         self.pgpool
                     );
-                    self.event("Pending", &msg).await;
+                    self.event("Pending", &msg);
                 }
                 Ok(Some(Action::requeue(ctx.max_requeue)))
             }
@@ -563,7 +612,7 @@ impl<'a> Run<'a> {
                 self.set_phase(OpsRequestPhase::Skipped);
                 self.save().await?;
                 self.remove_finalizer().await?;
-                self.event("Skipped", &msg).await;
+                self.event("Skipped", &msg);
                 Ok(Some(Action::await_change()))
             }
         }
@@ -631,7 +680,10 @@ impl<'a> Run<'a> {
                         return Ok(Action::await_change());
                     }
                 }
-                Flow::Wait(d) => return Ok(Action::requeue(d)),
+                Flow::Wait(d) => {
+                    self.flush().await?;
+                    return Ok(Action::requeue(d));
+                }
             }
         }
     }
@@ -699,7 +751,7 @@ impl<'a> Run<'a> {
             Verdict::WaitForReady { message } => {
                 if self.set(start, conditions::UNKNOWN, "WaitingForReady", &message) {
                     self.save().await?;
-                    self.event("WaitingForReady", &message).await;
+                    self.event("WaitingForReady", &message);
                 }
                 let c = self.cond(start).cloned();
                 match c.and_then(|c| Self::remaining(&c, self.timeout())) {
@@ -728,19 +780,34 @@ impl<'a> Run<'a> {
                     }
                 };
                 self.set(start, conditions::TRUE, self.t.as_str(), &message);
+                // The pause handshake starts right away: record it in the same write (before
+                // asking, so the timeout survives restarts and a failure knows there is a
+                // pause to undo).
+                let pause = self.pause_requested_message();
+                self.set(
+                    ops::DATABASE_PAUSE_SUCCEEDED,
+                    conditions::UNKNOWN,
+                    "PauseRequested",
+                    &pause,
+                );
                 self.save().await?;
                 self.step_done(start);
-                self.event("Starting", &message).await;
+                self.event("Starting", &message);
+                self.event("Pausing", &pause);
                 Ok(Flow::Next)
             }
         }
+    }
+
+    fn pause_requested_message(&self) -> String {
+        format!("asked the provisioner to pause Pgpool {}", self.pgpool)
     }
 
     async fn step_pause(&mut self) -> Result<Flow> {
         if self.cond(ops::DATABASE_PAUSE_SUCCEEDED).is_none() {
             // Record the start of the handshake before asking, so the timeout survives restarts
             // and a failure knows there is a pause to undo.
-            let msg = format!("asked the provisioner to pause Pgpool {}", self.pgpool);
+            let msg = self.pause_requested_message();
             self.set(
                 ops::DATABASE_PAUSE_SUCCEEDED,
                 conditions::UNKNOWN,
@@ -748,7 +815,7 @@ impl<'a> Run<'a> {
                 &msg,
             );
             self.save().await?;
-            self.event("Pausing", &msg).await;
+            self.event("Pausing", &msg);
         }
         match self.pause_pgpool().await? {
             PauseState::Gone => {
@@ -758,15 +825,15 @@ impl<'a> Run<'a> {
             }
             PauseState::Acknowledged => {
                 let msg = format!("the provisioner paused Pgpool {}", self.pgpool);
-                self.set(
+                // Written with the next step's record: repeating the handshake after a crash
+                // finds the pause acknowledged again.
+                self.set_done(
                     ops::DATABASE_PAUSE_SUCCEEDED,
-                    conditions::TRUE,
                     "DatabasePauseSucceeded",
                     &msg,
                 );
-                self.save().await?;
                 self.step_done(ops::DATABASE_PAUSE_SUCCEEDED);
-                self.event("Paused", &msg).await;
+                self.event("Paused", &msg);
                 Ok(Flow::Next)
             }
             PauseState::Requested => {
@@ -908,10 +975,10 @@ impl<'a> Run<'a> {
             names::petset(&self.pgpool),
             images.pgpool
         );
-        self.set(ops::UPDATE_PETSETS, conditions::TRUE, "UpdatePetSets", &msg);
-        self.save().await?;
+        // Setting the images again after a crash changes nothing: written with the next record.
+        self.set_done(ops::UPDATE_PETSETS, "UpdatePetSets", &msg);
         self.step_done(ops::UPDATE_PETSETS);
-        self.event("UpdatePetSets", &msg).await;
+        self.event("UpdatePetSets", &msg);
         Ok(Flow::Next)
     }
 
@@ -954,6 +1021,16 @@ impl<'a> Run<'a> {
                 {
                     // The replacement pod must come from the new template: wait until the
                     // PetSet controller has seen it (its status write wakes this request).
+                    // The eviction is recorded now, in the write made before waiting, so that
+                    // the eviction itself is all that is left to do once it has.
+                    if let PodStep::StartEvict { uid } = &step {
+                        let msg = plan::evict_message(&pod_name, uid);
+                        let evict = ops::evict_pod(&pod_name);
+                        if self.set(&evict, conditions::UNKNOWN, "EvictingPod", &msg) {
+                            self.unsaved = true;
+                        }
+                        self.event("EvictPod", &msg);
+                    }
                     return self.wait_petset_observed(&petset).await;
                 }
                 match step {
@@ -967,14 +1044,14 @@ impl<'a> Run<'a> {
                             &msg,
                         );
                         self.save().await?;
-                        self.event("EvictPod", &msg).await;
+                        self.event("EvictPod", &msg);
                         match self.evict(&pod_name, &uid).await? {
                             Eviction::Done => {
                                 self.evicted(&pod_name, &uid).await?;
                                 continue 'pass;
                             }
                             Eviction::Refused(why) => {
-                                return self.eviction_refused(&pod_name, &uid, why).await;
+                                return self.eviction_refused(&pod_name, pod, &uid, why).await;
                             }
                         }
                     }
@@ -984,7 +1061,7 @@ impl<'a> Run<'a> {
                             continue 'pass;
                         }
                         Eviction::Refused(why) => {
-                            return self.eviction_refused(&pod_name, &uid, why).await;
+                            return self.eviction_refused(&pod_name, pod, &uid, why).await;
                         }
                     },
                     PodStep::Evicted => {
@@ -998,11 +1075,13 @@ impl<'a> Run<'a> {
                     PodStep::Ready => {
                         let check = ops::check_pod_running(&pod_name);
                         let msg = format!("pod {pod_name} is running and Ready");
-                        self.set(&check, conditions::TRUE, "PodRunning", &msg);
-                        self.save().await?;
+                        // Written with the next pod's EvictPod record (or the step's end);
+                        // nothing changed in the cluster, so the next pod is decided from
+                        // the same list.
+                        self.set_done(&check, "PodRunning", &msg);
                         self.step_done("CheckPodRunning");
-                        self.event("PodReady", &msg).await;
-                        continue 'pass;
+                        self.event("PodReady", &msg);
+                        continue;
                     }
                     PodStep::Wait { why } => {
                         let check = ops::check_pod_running(&pod_name);
@@ -1037,10 +1116,9 @@ impl<'a> Run<'a> {
             break;
         }
         let msg = format!("all pods of Pgpool {} were restarted", self.pgpool);
-        self.set(ops::RESTART_PODS, conditions::TRUE, "RestartPods", &msg);
-        self.save().await?;
+        self.set_done(ops::RESTART_PODS, "RestartPods", &msg);
         self.step_done(ops::RESTART_PODS);
-        self.event("RestartPods", &msg).await;
+        self.event("RestartPods", &msg);
         Ok(Flow::Next)
     }
 
@@ -1110,7 +1188,15 @@ impl<'a> Run<'a> {
     }
 
     /// A PodDisruptionBudget refused the eviction: retry with backoff until the step's timeout.
-    async fn eviction_refused(&mut self, pod: &str, uid: &str, why: String) -> Result<Flow> {
+    /// The `EvictPod--<pod>` condition says why and until when (written only when that
+    /// changes, not on every retry).
+    async fn eviction_refused(
+        &mut self,
+        pod: &str,
+        pod_obj: Option<&Pod>,
+        uid: &str,
+        why: String,
+    ) -> Result<Flow> {
         let n = self
             .ctx
             .refusals
@@ -1122,9 +1208,28 @@ impl<'a> Run<'a> {
             })
             .unwrap_or(1);
         let c = self.cond(&ops::evict_pod(pod)).cloned();
-        match c.and_then(|c| Self::remaining(&c, self.timeout())) {
-            Some(left) => {
+        match c.and_then(|c| Self::remaining(&c, self.timeout()).map(|left| (c, left))) {
+            Some((c, left)) => {
                 tracing::info!(pod, attempt = n, reason = %why, "eviction refused; will retry");
+                let budget = match pod_obj {
+                    Some(p) => self.budget_of(p).await,
+                    None => None,
+                };
+                let message = plan::eviction_refused_message(
+                    pod,
+                    uid,
+                    &why,
+                    budget.as_ref(),
+                    &Self::deadline(&c, self.timeout()),
+                );
+                if self.set(
+                    &ops::evict_pod(pod),
+                    conditions::UNKNOWN,
+                    "EvictionRefused",
+                    message,
+                ) {
+                    self.save().await?;
+                }
                 let delay = backoff(Duration::from_millis(200), n, Duration::from_secs(10));
                 Ok(Flow::Wait(delay.min(left)))
             }
@@ -1138,6 +1243,19 @@ impl<'a> Run<'a> {
                 );
                 self.fail("EvictionTimeout", msg).await?;
                 Ok(Flow::Next)
+            }
+        }
+    }
+
+    /// The PodDisruptionBudget covering `pod`, if one can be read (a failure to read only
+    /// makes the refusal's message shorter).
+    async fn budget_of(&self, pod: &Pod) -> Option<PodDisruptionBudget> {
+        let api: Api<PodDisruptionBudget> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        match api.list(&ListParams::default()).await {
+            Ok(list) => plan::budget_of(pod, &list.items).cloned(),
+            Err(error) => {
+                tracing::debug!(%error, "cannot read PodDisruptionBudgets");
+                None
             }
         }
     }
@@ -1159,15 +1277,11 @@ impl<'a> Run<'a> {
             Err(e) => return Err(e.into()),
         }
         let msg = format!("Pgpool {} spec.version is now {to}", self.pgpool);
-        self.set(
-            ops::UPDATE_DATABASE,
-            conditions::TRUE,
-            "UpdateDatabase",
-            &msg,
-        );
-        self.save().await?;
+        // Patching spec.version again after a crash changes nothing: written with the final
+        // status.
+        self.set_done(ops::UPDATE_DATABASE, "UpdateDatabase", &msg);
         self.step_done(ops::UPDATE_DATABASE);
-        self.event("UpdateDatabase", &msg).await;
+        self.event("UpdateDatabase", &msg);
         Ok(Flow::Next)
     }
 
@@ -1201,14 +1315,13 @@ impl<'a> Run<'a> {
         for t in in_progress {
             self.set(&t, conditions::FALSE, reason, &message);
         }
-        self.warning(reason, &message).await;
+        self.warning(reason, &message);
         if self.cond(ops::DATABASE_PAUSE_SUCCEEDED).is_none() {
             return self.finish(OpsRequestPhase::Failed, reason, message).await;
         }
         self.set(ops::ROLLBACK, conditions::UNKNOWN, reason, &message);
         self.save().await?;
-        self.event("RollingBack", &format!("rolling back: {message}"))
-            .await;
+        self.event("RollingBack", &format!("rolling back: {message}"));
         Ok(())
     }
 
@@ -1289,8 +1402,7 @@ impl<'a> Run<'a> {
                         self.event(
                             "EvictPod",
                             &format!("rollback: evicting pod {pod_name} to bring it back on {source_name}"),
-                        )
-                        .await;
+                        );
                         match self.evict(&pod_name, &uid).await? {
                             Eviction::Done => {}
                             Eviction::Refused(why) if ready => {
@@ -1340,8 +1452,7 @@ impl<'a> Run<'a> {
     ) -> Result<()> {
         if self.cond(ops::DATABASE_PAUSE_SUCCEEDED).is_some() {
             if self.resume_pgpool().await? {
-                self.event("Resumed", &format!("resumed Pgpool {}", self.pgpool))
-                    .await;
+                self.event("Resumed", &format!("resumed Pgpool {}", self.pgpool));
             }
             self.step_done("Resume");
         }
@@ -1386,9 +1497,9 @@ impl<'a> Run<'a> {
             }
         }
         if phase == OpsRequestPhase::Successful {
-            self.event("Successful", &message).await;
+            self.event("Successful", &message);
         } else {
-            self.warning(phase.as_str(), &message).await;
+            self.warning(phase.as_str(), &message);
         }
         Ok(())
     }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use prometheus::Registry;
 
 mod controller;
+mod events;
 pub mod metrics;
 pub mod plan;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{
     EXPORTER, Env, NS, OPS_AGENT, OpsManager, condition, condition_types, failed_message, image,
-    phase, uids, version,
+    phase, uids, version, within,
 };
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -630,5 +630,95 @@ async fn deleting_a_request_that_waits_for_ready_lets_it_go_without_pausing() {
         conditions::get(&conds, conditions::pgpool::PAUSED).is_none(),
         "{conds:?}"
     );
+    ops.stop().await;
+}
+
+#[tokio::test]
+async fn an_eviction_refused_by_a_budget_says_which_budget_why_and_until_when() {
+    let env = Env::new(kubelet()).await;
+    // One replica: the provisioner keeps no budget of its own, so this one is the only one
+    // covering the pod. It allows no disruption: every eviction is refused (429).
+    env.ready_pgpool("pp-update", "4.5.3", 1, false).await;
+    let pdbs: kube::Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+        kube::Api::namespaced(env.client.clone(), NS);
+    let pdb_name = "pp-update-maintenance";
+    let selector = names::selector("pp-update");
+    let pdb = fixtures::pdb_max_unavailable(
+        NS,
+        pdb_name,
+        selector.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(0),
+    );
+    pdbs.create(&PostParams::default(), &pdb)
+        .await
+        .expect("pdb");
+    let ops = OpsManager::start(&env.server).await;
+    env.update_request("upd", "pp-update", "4.6.0", json!({"timeout": "60s"}))
+        .await;
+    let evict = ops::evict_pod(&names::pod("pp-update", 0));
+    let watched = evict.clone();
+    let req = env
+        .wait_request("upd", LIMIT, "the refusal in EvictPod", move |r| {
+            condition(r, &watched).is_some_and(|c| c.reason == "EvictionRefused")
+        })
+        .await;
+    let c = condition(&req, &evict).expect("EvictPod condition");
+    assert_eq!(c.status, conditions::UNKNOWN);
+    let m = &c.message;
+    assert!(
+        m.contains(&format!("PodDisruptionBudget {pdb_name}")),
+        "names the budget: {m}"
+    );
+    assert!(
+        m.contains("DisruptionAllowed=False") && m.contains("reason InsufficientPods"),
+        "gives its DisruptionAllowed condition: {m}"
+    );
+    assert!(
+        m.contains("disruption budget"),
+        "gives the API's answer: {m}"
+    );
+    // until when: the step's start plus its timeout (and the second of rounding the wait has)
+    let until = chrono::DateTime::from_timestamp(c.last_transition_time.0.as_second() + 61, 0)
+        .expect("time")
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert!(m.contains(&format!("retrying until {until}")), "{m}");
+    assert_eq!(
+        pgpool_ops_manager::plan::recorded_uid(m),
+        env.pods_of("pp-update")
+            .await
+            .get(&names::pod("pp-update", 0))
+            .and_then(|p| p.metadata.uid.as_deref()),
+        "still records the pod's UID"
+    );
+
+    // Retries go on without rewriting the unchanged condition.
+    let mark = env.server.requests().mark();
+    within(LIMIT, "three more refused evictions", async {
+        while env.evictions_since(&mark).values().sum::<u64>() < 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let status_writes = env.server.requests().since(&mark).sum(|k| {
+        k.agent == OPS_AGENT
+            && k.verb.is_write()
+            && k.resource == "pgpoolopsrequests"
+            && k.subresource.as_deref() == Some("status")
+    });
+    assert_eq!(status_writes, 0, "a status write per retry");
+
+    // Once the budget allows it, the update goes through.
+    let allow = json!({"spec": {"maxUnavailable": 1}});
+    pdbs.patch(pdb_name, &PatchParams::default(), &Patch::Merge(&allow))
+        .await
+        .expect("patch pdb");
+    let req = env.wait_final("upd", LIMIT).await;
+    assert_eq!(
+        phase(&req),
+        Some(OpsRequestPhase::Successful),
+        "{}",
+        failed_message(&req)
+    );
+    assert_eq!(condition_types(&req), update_story("pp-update", 1));
     ops.stop().await;
 }

@@ -85,7 +85,8 @@
 //!
 //! [`TestServer::requests`] counts requests by verb, resource and agent (see
 //! [`TestServer::client_as`]); [`TestServer::faults`] fails requests, adds latency and closes
-//! watches.
+//! watches. [`ServerConfig::latency`] models a real API server's round trips ([`Latency`]:
+//! reads, writes and watch events each wait their own time; off by default).
 //!
 //! # Listening
 //!
@@ -99,6 +100,7 @@ mod error;
 mod faults;
 pub mod fixtures;
 mod kubelet;
+mod latency;
 mod listen;
 mod log;
 mod pdb;
@@ -112,6 +114,7 @@ mod watch;
 
 pub use faults::{FaultRule, Faults};
 pub use kubelet::{ImageBehavior, Kubelet, KubeletConfig, KubeletHandle};
+pub use latency::Latency;
 pub use listen::Listening;
 pub use log::{LogMark, RequestCounts, RequestKey, RequestLog, RequestRecord, Verb};
 pub use server::{Body, ServerConfig, TestServer, TestService};

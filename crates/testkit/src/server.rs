@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 use crate::apply::{self, Managed, Scope, strip_nulls};
 use crate::error::ApiError;
 use crate::faults::Faults;
+use crate::latency::Latency;
 use crate::log::{RequestKey, RequestLog, Verb};
 use crate::pdb;
 use crate::registry::{self, ResourceInfo};
@@ -42,6 +43,8 @@ pub struct ServerConfig {
     pub register_api_crds: bool,
     /// Namespaces that exist from the start.
     pub namespaces: Vec<String>,
+    /// Round-trip and watch delays ([`Latency::OFF`] by default).
+    pub latency: Latency,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +54,7 @@ impl Default for ServerConfig {
             bookmark_interval: Duration::from_secs(1),
             register_api_crds: true,
             namespaces: vec!["default".into(), "kube-system".into()],
+            latency: Latency::OFF,
         }
     }
 }
@@ -492,6 +496,7 @@ impl TestServer {
         let ns = target.namespace.clone();
         let name = target.name.clone();
         let manager = query.get("fieldManager").unwrap_or(&key.agent).to_string();
+        self.inner.config.latency.before(verb).await;
         let result = match self
             .inner
             .faults
@@ -514,10 +519,9 @@ impl TestServer {
                             .unwrap_or_else(|_| Response::new(full(Bytes::new()))),
                     ),
                     Reply::Watch(stream) => {
+                        let events = self.inner.config.latency.delay_events(stream.into_stream());
                         let body = StreamBody::new(
-                            stream
-                                .into_stream()
-                                .map(|b| Ok::<_, Infallible>(http_body::Frame::data(b))),
+                            events.map(|b| Ok::<_, Infallible>(http_body::Frame::data(b))),
                         );
                         (
                             200,
