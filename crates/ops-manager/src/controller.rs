@@ -215,8 +215,9 @@ pub(crate) async fn run(
     stop_task.abort();
     reflector_task.abort();
     // The controller has dropped the context and with it the event queue: publish what is
-    // still queued (bounded, so that an unreachable API server cannot hold up the exit).
-    if tokio::time::timeout(Duration::from_secs(5), events_task)
+    // still queued (bounded, so that an unreachable API server cannot hold up the exit: the
+    // process must stop within 5 s of SIGTERM, see operator_kit::SHUTDOWN_GRACE).
+    if tokio::time::timeout(Duration::from_secs(1), events_task)
         .await
         .is_err()
     {

@@ -643,11 +643,13 @@ async fn an_eviction_refused_by_a_budget_says_which_budget_why_and_until_when() 
         kube::Api::namespaced(env.client.clone(), NS);
     let pdb_name = "pp-update-maintenance";
     let selector = names::selector("pp-update");
-    let pdb = fixtures::pdb_max_unavailable(
+    // An integer minAvailable: the disruption controller counts the selected pods (a
+    // maxUnavailable budget would need the PetSet's scale, see testkit's pdb model).
+    let pdb = fixtures::pdb_min_available(
         NS,
         pdb_name,
         selector.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(0),
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1),
     );
     pdbs.create(&PostParams::default(), &pdb)
         .await
@@ -708,7 +710,7 @@ async fn an_eviction_refused_by_a_budget_says_which_budget_why_and_until_when() 
     assert_eq!(status_writes, 0, "a status write per retry");
 
     // Once the budget allows it, the update goes through.
-    let allow = json!({"spec": {"maxUnavailable": 1}});
+    let allow = json!({"spec": {"minAvailable": 0}});
     pdbs.patch(pdb_name, &PatchParams::default(), &Patch::Merge(&allow))
         .await
         .expect("patch pdb");
