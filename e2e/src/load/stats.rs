@@ -1,0 +1,321 @@
+//! What the load client saw, per window: pure bookkeeping, fed with events and timestamps by
+//! the client's tasks (and by the tests, with made-up ones).
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// How many error messages of failed queries a window keeps.
+pub const KEPT_ERRORS: usize = 5;
+
+/// The counts of one window, from [`Recorder::start`] to [`Recorder::stop`] (or so far).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowStats {
+    /// The window's name, for the summary line.
+    pub name: String,
+    /// How long the window lasted (so far).
+    pub duration: Duration,
+    /// Short-connection queries started.
+    pub sent: u64,
+    /// Short-connection queries that returned `1`.
+    pub succeeded: u64,
+    /// Short-connection queries that failed (connect, authentication, query or timeout).
+    pub failed: u64,
+    /// Ticks left out because too many queries were still in flight (the client's limit,
+    /// not the server's failure).
+    pub skipped: u64,
+    /// The first [`KEPT_ERRORS`] distinct error messages of failed queries, with counts.
+    pub errors: Vec<(String, u64)>,
+    /// The longest time without a successful short query: between two successes, or
+    /// from the window's start to the first one, or from the last one to the window's end.
+    pub longest_gap: Duration,
+    /// Long-lived sessions cut (their connection or query failed).
+    pub cuts: u64,
+    /// For each reconnect in the window, how long the session was without a connection.
+    pub reconnects: Vec<Duration>,
+    /// Latency (connect and `SELECT 1`) of successful short queries, median.
+    pub p50: Duration,
+    /// Latency of successful short queries, 99th percentile.
+    pub p99: Duration,
+}
+
+impl WindowStats {
+    /// Cuts that have not reconnected (yet).
+    pub fn unreconnected(&self) -> u64 {
+        self.cuts
+            .saturating_sub(u64::try_from(self.reconnects.len()).unwrap_or(u64::MAX))
+    }
+
+    /// The longest reconnect time, zero without reconnects.
+    pub fn longest_reconnect(&self) -> Duration {
+        self.reconnects.iter().copied().max().unwrap_or_default()
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+fn millis(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+impl fmt::Display for WindowStats {
+    /// One line: `load [name] 12.30 s: sent 615, ok 615, failed 0, ...`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "load [{}] {}: sent {}, ok {}, failed {}, longest gap {}, p50 {}, p99 {}, sessions cut {}",
+            self.name,
+            secs(self.duration),
+            self.sent,
+            self.succeeded,
+            self.failed,
+            secs(self.longest_gap),
+            millis(self.p50),
+            millis(self.p99),
+            self.cuts,
+        )?;
+        if !self.reconnects.is_empty() {
+            let times: Vec<String> = self.reconnects.iter().map(|d| secs(*d)).collect();
+            write!(f, " (reconnected after {})", times.join(", "))?;
+        }
+        if self.unreconnected() > 0 {
+            write!(f, ", {} not reconnected", self.unreconnected())?;
+        }
+        if self.skipped > 0 {
+            write!(f, ", {} ticks skipped (client limit)", self.skipped)?;
+        }
+        if let Some((error, count)) = self.errors.first() {
+            write!(f, "; first error: {count} x {error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// An open window.
+#[derive(Debug)]
+struct Open {
+    stats: WindowStats,
+    started: Instant,
+    last_success: Instant,
+    latencies: Vec<Duration>,
+}
+
+/// Collects the client's events into the open window, if any; events outside a window are
+/// dropped.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    open: Option<Open>,
+}
+
+/// The `q`-quantile (0..=1) of sorted `values`, nearest rank; zero when empty.
+pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+impl Recorder {
+    /// Opens window `name` at `now`, replacing (and dropping) an open one.
+    pub fn start(&mut self, name: &str, now: Instant) {
+        self.open = Some(Open {
+            stats: WindowStats {
+                name: name.to_string(),
+                ..WindowStats::default()
+            },
+            started: now,
+            last_success: now,
+            latencies: Vec::new(),
+        });
+    }
+
+    /// Whether a window is open.
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// A short query was started.
+    pub fn sent(&mut self) {
+        if let Some(w) = &mut self.open {
+            w.stats.sent += 1;
+        }
+    }
+
+    /// A tick was left out: too many queries in flight.
+    pub fn skipped(&mut self) {
+        if let Some(w) = &mut self.open {
+            w.stats.skipped += 1;
+        }
+    }
+
+    /// A short query finished at `now` after `latency`, successfully or with `error`.
+    /// Queries started before the window opened count only for the gap.
+    pub fn finished(&mut self, now: Instant, latency: Duration, error: Option<String>) {
+        let Some(w) = &mut self.open else { return };
+        let started_inside = now.checked_sub(latency).is_none_or(|s| s >= w.started);
+        match error {
+            None => {
+                if now > w.last_success {
+                    w.stats.longest_gap = w.stats.longest_gap.max(now - w.last_success);
+                    w.last_success = now;
+                }
+                if started_inside {
+                    w.stats.succeeded += 1;
+                    w.latencies.push(latency);
+                }
+            }
+            Some(error) => {
+                if !started_inside {
+                    return;
+                }
+                w.stats.failed += 1;
+                if let Some(entry) = w.stats.errors.iter_mut().find(|(e, _)| *e == error) {
+                    entry.1 += 1;
+                } else if w.stats.errors.len() < KEPT_ERRORS {
+                    w.stats.errors.push((error, 1));
+                }
+            }
+        }
+    }
+
+    /// A long-lived session was cut.
+    pub fn cut(&mut self) {
+        if let Some(w) = &mut self.open {
+            w.stats.cuts += 1;
+        }
+    }
+
+    /// A cut session is connected again, `after` its cut.
+    pub fn reconnected(&mut self, after: Duration) {
+        if let Some(w) = &mut self.open {
+            w.stats.reconnects.push(after);
+        }
+    }
+
+    /// The open window's counts as of `now`, without closing it.
+    pub fn snapshot(&self, now: Instant) -> Option<WindowStats> {
+        let w = self.open.as_ref()?;
+        let mut stats = w.stats.clone();
+        stats.duration = now.saturating_duration_since(w.started);
+        stats.longest_gap = stats
+            .longest_gap
+            .max(now.saturating_duration_since(w.last_success));
+        let mut latencies = w.latencies.clone();
+        latencies.sort();
+        stats.p50 = quantile(&latencies, 0.5);
+        stats.p99 = quantile(&latencies, 0.99);
+        Some(stats)
+    }
+
+    /// Closes the open window at `now` and returns its counts.
+    pub fn stop(&mut self, now: Instant) -> Option<WindowStats> {
+        let stats = self.snapshot(now);
+        self.open = None;
+        stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn counts_gap_latency_and_cuts_of_a_window() {
+        let t0 = Instant::now();
+        let mut r = Recorder::default();
+        r.sent();
+        r.finished(t0 + ms(5), ms(5), None);
+        assert!(!r.is_open(), "events outside a window are dropped");
+        r.start("update", t0 + ms(10));
+        for i in 0..4 {
+            r.sent();
+            r.finished(t0 + ms(30 + i * 20), ms(4 + i), None);
+        }
+        // 0.5 s without a success: two failures in between
+        r.sent();
+        r.finished(t0 + ms(200), ms(3), Some("connection refused".into()));
+        r.sent();
+        r.finished(t0 + ms(300), ms(3), Some("connection refused".into()));
+        r.sent();
+        r.finished(t0 + ms(590), ms(3), None);
+        r.cut();
+        r.cut();
+        r.reconnected(ms(480));
+        let s = r.stop(t0 + ms(600)).expect("a window");
+        assert!(!r.is_open());
+        assert_eq!((s.sent, s.succeeded, s.failed), (7, 5, 2));
+        assert_eq!(s.errors, vec![("connection refused".to_string(), 2)]);
+        assert_eq!(s.longest_gap, ms(500));
+        assert_eq!((s.cuts, s.unreconnected()), (2, 1));
+        assert_eq!(s.longest_reconnect(), ms(480));
+        assert_eq!(s.duration, ms(590));
+        assert_eq!((s.p50, s.p99), (ms(5), ms(7)));
+        let line = s.to_string();
+        assert!(
+            line.starts_with("load [update] 0.59 s: sent 7, ok 5, failed 2, longest gap 0.50 s"),
+            "{line}"
+        );
+        assert!(
+            line.contains("sessions cut 2 (reconnected after 0.48 s), 1 not reconnected"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("first error: 2 x connection refused"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn the_gap_runs_to_the_end_of_the_window_and_from_its_start() {
+        let t0 = Instant::now();
+        let mut r = Recorder::default();
+        r.start("quiet", t0);
+        assert_eq!(r.snapshot(t0 + ms(800)).expect("open").longest_gap, ms(800));
+        r.finished(t0 + ms(900), ms(2), None);
+        let s = r.stop(t0 + ms(1000)).expect("a window");
+        assert_eq!(s.longest_gap, ms(900));
+        assert_eq!(s.failed, 0);
+    }
+
+    #[test]
+    fn a_query_started_before_the_window_counts_only_for_the_gap() {
+        let t0 = Instant::now();
+        let mut r = Recorder::default();
+        r.start("w", t0 + ms(100));
+        r.finished(t0 + ms(150), ms(100), Some("timeout".into()));
+        r.finished(t0 + ms(160), ms(100), None);
+        let s = r.stop(t0 + ms(170)).expect("a window");
+        assert_eq!((s.sent, s.succeeded, s.failed), (0, 0, 0));
+        assert_eq!(s.longest_gap, ms(60));
+    }
+
+    #[test]
+    fn only_the_first_distinct_errors_are_kept() {
+        let t0 = Instant::now();
+        let mut r = Recorder::default();
+        r.start("w", t0);
+        for i in 0..(KEPT_ERRORS + 3) {
+            r.finished(t0 + ms(1), ms(1), Some(format!("error {i}")));
+        }
+        r.finished(t0 + ms(1), ms(1), Some("error 0".into()));
+        let s = r.stop(t0 + ms(2)).expect("a window");
+        assert_eq!(s.errors.len(), KEPT_ERRORS);
+        assert_eq!(s.errors[0], ("error 0".to_string(), 2));
+        assert_eq!(s.failed, u64::try_from(KEPT_ERRORS).unwrap() + 4);
+    }
+
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        let v: Vec<Duration> = (1..=100).map(ms).collect();
+        assert_eq!(quantile(&v, 0.5), ms(50));
+        assert_eq!(quantile(&v, 0.99), ms(99));
+        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
+        assert_eq!(quantile(&[ms(7)], 0.99), ms(7));
+    }
+}
