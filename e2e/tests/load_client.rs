@@ -251,7 +251,7 @@ async fn a_steady_server_gives_no_failures() {
     load.wait_until("100 short queries", WAIT, |s| s.sent >= 100)
         .await
         .unwrap();
-    let s = load.stop_window().expect("a window");
+    let s = load.stop_window().await.expect("a window");
     assert_eq!(s.failed, 0, "{s}");
     assert!(s.succeeded >= 95, "{s}");
     assert_eq!(s.cuts, 0, "{s}");
@@ -293,7 +293,7 @@ async fn a_stopped_server_gives_failures_a_gap_and_cuts() {
     })
     .await
     .unwrap();
-    let s = load.stop_window().expect("a window");
+    let s = load.stop_window().await.expect("a window");
     assert!(s.failed >= 5, "{s}");
     assert!(!s.errors.is_empty(), "{s}");
     // no success while the server was down: the gap covers most of the outage
@@ -341,7 +341,7 @@ async fn a_terminated_session_is_a_cut_that_reconnects() {
         !now.contains(&pids[0]),
         "a new backend replaced the terminated one"
     );
-    let s = load.stop_window().expect("a window");
+    let s = load.stop_window().await.expect("a window");
     assert_eq!(s.failed, 0, "short queries are not affected: {s}");
     load.shutdown().await;
 }

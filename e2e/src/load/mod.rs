@@ -6,12 +6,13 @@
 //! - **long sessions** (default 2): connections kept open, querying every 0.5 s; when one is
 //!   cut (its query fails), it is counted and reconnects at once, and again every 100 ms.
 //!
-//! The caller marks windows ([`LoadClient::start_window`] / [`LoadClient::stop_window`]);
-//! each gives a [`WindowStats`]: queries sent, succeeded, failed (with the first errors), the
+//! The caller marks windows ([`LoadClient::start_window`] / [`LoadClient::stop_window`],
+//! which waits for the queries the window sent); each gives a [`WindowStats`]: queries sent, succeeded, failed (with the first errors), the
 //! longest gap without a successful short query, sessions cut and their reconnect times, and
 //! p50/p99 latency. The client stops by itself after [`LoadConfig::max_duration`] or
 //! [`LoadConfig::max_queries`], and when dropped.
 
+mod report;
 mod stats;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,6 +25,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 use tokio_util::sync::CancellationToken;
 
+pub use report::{UpdateOutcome, judge, pod_restarts, read_catalog};
 pub use stats::{KEPT_ERRORS, Recorder, WindowStats, quantile};
 
 /// `application_name` of the short connections.
@@ -145,6 +147,7 @@ fn lock(m: &Mutex<Recorder>) -> MutexGuard<'_, Recorder> {
 /// A running load client; stops when dropped.
 pub struct LoadClient {
     shared: Arc<Shared>,
+    settle_timeout: Duration,
     stop: CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -292,6 +295,7 @@ impl LoadClient {
         }
         // stops by itself, bounded in time
         let (deadline, limit) = (stop.clone(), config.max_duration);
+        let settle_timeout = config.connect_timeout + config.query_timeout + Duration::from_secs(1);
         tasks.spawn(async move {
             tokio::select! {
                 _ = deadline.cancelled() => {}
@@ -300,6 +304,7 @@ impl LoadClient {
         });
         LoadClient {
             shared,
+            settle_timeout,
             stop,
             tasks,
         }
@@ -316,10 +321,21 @@ impl LoadClient {
         lock(&self.shared.recorder).snapshot(Instant::now())
     }
 
-    /// Closes the open window, prints its one-line summary and returns its counts.
-    pub fn stop_window(&self) -> Option<WindowStats> {
-        let now = Instant::now();
-        let stats = lock(&self.shared.recorder).stop(now);
+    /// Closes the open window: no query started from now on counts, the ones in flight are
+    /// waited for (at most their connect and query timeouts, and a second); then prints its
+    /// one-line summary and returns its counts.
+    pub async fn stop_window(&self) -> Option<WindowStats> {
+        self.shared.record(|r| r.close(Instant::now()));
+        let mut events = self.shared.events.subscribe();
+        let settling = async {
+            while !lock(&self.shared.recorder).settled() {
+                if events.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(self.settle_timeout, settling).await;
+        let stats = lock(&self.shared.recorder).stop(Instant::now());
         if let Some(s) = &stats {
             println!("{s}");
         }

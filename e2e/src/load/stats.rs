@@ -97,8 +97,20 @@ impl fmt::Display for WindowStats {
 struct Open {
     stats: WindowStats,
     started: Instant,
+    /// Set by [`Recorder::close`]: no query counts that starts later.
+    closing: Option<Instant>,
     last_success: Instant,
     latencies: Vec<Duration>,
+}
+
+impl Open {
+    /// Whether a query that finished at `now` after `latency` started inside the window.
+    fn started_inside(&self, now: Instant, latency: Duration) -> bool {
+        let Some(start) = now.checked_sub(latency) else {
+            return true;
+        };
+        start >= self.started && self.closing.is_none_or(|c| start <= c)
+    }
 }
 
 /// Collects the client's events into the open window, if any; events outside a window are
@@ -126,6 +138,7 @@ impl Recorder {
                 ..WindowStats::default()
             },
             started: now,
+            closing: None,
             last_success: now,
             latencies: Vec::new(),
         });
@@ -138,14 +151,29 @@ impl Recorder {
 
     /// A short query was started.
     pub fn sent(&mut self) {
-        if let Some(w) = &mut self.open {
+        if let Some(w) = self.open.as_mut().filter(|w| w.closing.is_none()) {
             w.stats.sent += 1;
         }
     }
 
+    /// Ends the open window at `now` for new queries; the queries it sent can still finish
+    /// and count ([`Recorder::settled`]) until [`Recorder::stop`].
+    pub fn close(&mut self, now: Instant) {
+        if let Some(w) = self.open.as_mut().filter(|w| w.closing.is_none()) {
+            w.closing = Some(now);
+        }
+    }
+
+    /// Whether every short query the open window sent has finished.
+    pub fn settled(&self) -> bool {
+        self.open
+            .as_ref()
+            .is_none_or(|w| w.stats.succeeded + w.stats.failed >= w.stats.sent)
+    }
+
     /// A tick was left out: too many queries in flight.
     pub fn skipped(&mut self) {
-        if let Some(w) = &mut self.open {
+        if let Some(w) = self.open.as_mut().filter(|w| w.closing.is_none()) {
             w.stats.skipped += 1;
         }
     }
@@ -154,10 +182,10 @@ impl Recorder {
     /// Queries started before the window opened count only for the gap.
     pub fn finished(&mut self, now: Instant, latency: Duration, error: Option<String>) {
         let Some(w) = &mut self.open else { return };
-        let started_inside = now.checked_sub(latency).is_none_or(|s| s >= w.started);
+        let started_inside = w.started_inside(now, latency);
         match error {
             None => {
-                if now > w.last_success {
+                if now > w.last_success && w.closing.is_none_or(|c| now <= c) {
                     w.stats.longest_gap = w.stats.longest_gap.max(now - w.last_success);
                     w.last_success = now;
                 }
@@ -182,7 +210,7 @@ impl Recorder {
 
     /// A long-lived session was cut.
     pub fn cut(&mut self) {
-        if let Some(w) = &mut self.open {
+        if let Some(w) = self.open.as_mut().filter(|w| w.closing.is_none()) {
             w.stats.cuts += 1;
         }
     }
@@ -198,10 +226,11 @@ impl Recorder {
     pub fn snapshot(&self, now: Instant) -> Option<WindowStats> {
         let w = self.open.as_ref()?;
         let mut stats = w.stats.clone();
-        stats.duration = now.saturating_duration_since(w.started);
+        let end = w.closing.unwrap_or(now);
+        stats.duration = end.saturating_duration_since(w.started);
         stats.longest_gap = stats
             .longest_gap
-            .max(now.saturating_duration_since(w.last_success));
+            .max(end.saturating_duration_since(w.last_success));
         let mut latencies = w.latencies.clone();
         latencies.sort();
         stats.p50 = quantile(&latencies, 0.5);
@@ -293,6 +322,34 @@ mod tests {
         let s = r.stop(t0 + ms(170)).expect("a window");
         assert_eq!((s.sent, s.succeeded, s.failed), (0, 0, 0));
         assert_eq!(s.longest_gap, ms(60));
+    }
+
+    #[test]
+    fn a_closed_window_waits_for_its_queries_and_ignores_new_ones() {
+        let t0 = Instant::now();
+        let mut r = Recorder::default();
+        r.start("w", t0);
+        r.sent();
+        r.finished(t0 + ms(20), ms(15), None);
+        r.sent();
+        r.sent();
+        r.close(t0 + ms(100));
+        assert!(!r.settled(), "two queries still in flight");
+        r.sent();
+        r.skipped();
+        r.cut();
+        // in flight at the close: both count, the failure too
+        r.finished(t0 + ms(1500), ms(1450), Some("connect timed out".into()));
+        r.finished(t0 + ms(1600), ms(1550), None);
+        // started after the close: ignored
+        r.finished(t0 + ms(1700), ms(500), Some("refused".into()));
+        assert!(r.settled());
+        let s = r.stop(t0 + ms(2000)).expect("a window");
+        assert_eq!((s.sent, s.succeeded, s.failed), (3, 2, 1));
+        assert_eq!((s.skipped, s.cuts), (0, 0));
+        assert_eq!(s.duration, ms(100));
+        // a success after the close does not shorten the gap up to the close
+        assert_eq!(s.longest_gap, ms(80));
     }
 
     #[test]
