@@ -11,7 +11,7 @@
 //!    node that routes ClusterIPs, such as the local node), with the AppBinding's credentials;
 //! 4. UpdateVersion 4.3.5 -> 4.6.1, then 4.6.1 -> 4.7.3, each in its own load window;
 //! 5. UpdateVersion to `4.7.3-crash`: it must end Failed, and the Pgpool must be Ready on
-//!    4.7.3 again (the rollback).
+//!    4.7.3 again (the rollback), with the clients' queries succeeding.
 //!
 //! For each update it prints the wall time, each pod's restart time (eviction accepted to
 //! replacement Ready, from the request's conditions, second precision), queries sent, failed
@@ -141,7 +141,11 @@ async fn run(cluster: &Cluster, started: Instant) -> anyhow::Result<()> {
         if phase != Some(OpsRequestPhase::Successful) {
             bail!("the update {from} -> {to} ended {phase:?}");
         }
-        wait_ready_on(cluster, to).await?;
+        // the clients keep being watched while the Pgpool settles; reported, not judged
+        load.start_window(&format!("settle on {to}"));
+        let settled = wait_ready_on(cluster, to).await;
+        load.stop_window().await;
+        settled?;
         from = to;
     }
 
@@ -161,9 +165,21 @@ async fn run(cluster: &Cluster, started: Instant) -> anyhow::Result<()> {
     let rollback_phase = crash.phase;
     outcomes.push(crash);
     let rolled_back = if rollback_phase == Some(OpsRequestPhase::Failed) {
-        wait_ready_on(cluster, from)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e:#}"))
+        // Ready on the original version, and serving clients again
+        let from = from.to_string();
+        async {
+            wait_ready_on(cluster, &from).await?;
+            load.start_window(&format!("after the rollback to {from}"));
+            let serving = load
+                .wait_until("50 successful short queries", WARMUP_TIMEOUT, |s| {
+                    s.succeeded >= 50
+                })
+                .await;
+            load.stop_window().await;
+            serving.map(drop)
+        }
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:#}"))
     } else {
         Err(anyhow::anyhow!(
             "the update to {CRASH} ended {rollback_phase:?}, not Failed"

@@ -26,7 +26,7 @@ use tokio_postgres::{NoTls, SimpleQueryMessage};
 use tokio_util::sync::CancellationToken;
 
 pub use report::{UpdateOutcome, judge, pod_restarts, read_catalog};
-pub use stats::{KEPT_ERRORS, Recorder, WindowStats, quantile};
+pub use stats::{KEPT_ERRORS, Recorder, Ticket, WindowStats, quantile};
 
 /// `application_name` of the short connections.
 pub const SHORT_APPLICATION_NAME: &str = "e2e-load-short";
@@ -221,13 +221,14 @@ async fn short_loop(config: LoadConfig, shared: Arc<Shared>, stop: CancellationT
             continue;
         };
         started += 1;
-        shared.record(Recorder::sent);
+        let mut ticket = Ticket::NONE;
+        shared.record(|r| ticket = r.sent());
         let (config, shared) = (config.clone(), shared.clone());
         queries.spawn(async move {
             let begin = Instant::now();
             let result = short_query(&config).await;
             let end = Instant::now();
-            shared.record(|r| r.finished(end, end - begin, result.err()));
+            shared.record(|r| r.finished(ticket, end, end - begin, result.err()));
             drop(permit);
         });
     }

@@ -103,21 +103,24 @@ struct Open {
     latencies: Vec<Duration>,
 }
 
-impl Open {
-    /// Whether a query that finished at `now` after `latency` started inside the window.
-    fn started_inside(&self, now: Instant, latency: Duration) -> bool {
-        let Some(start) = now.checked_sub(latency) else {
-            return true;
-        };
-        start >= self.started && self.closing.is_none_or(|c| start <= c)
-    }
-}
-
 /// Collects the client's events into the open window, if any; events outside a window are
 /// dropped.
 #[derive(Debug, Default)]
 pub struct Recorder {
     open: Option<Open>,
+    /// Counts the windows, so a query knows whether it belongs to the open one.
+    generation: u64,
+}
+
+/// Whether a short query counts in a window: given by [`Recorder::sent`], handed back to
+/// [`Recorder::finished`]. A query counts in the window that was open, and not closing, when
+/// it was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(Option<u64>);
+
+impl Ticket {
+    /// A query sent outside any window.
+    pub const NONE: Ticket = Ticket(None);
 }
 
 /// The `q`-quantile (0..=1) of sorted `values`, nearest rank; zero when empty.
@@ -132,6 +135,7 @@ pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
 impl Recorder {
     /// Opens window `name` at `now`, replacing (and dropping) an open one.
     pub fn start(&mut self, name: &str, now: Instant) {
+        self.generation += 1;
         self.open = Some(Open {
             stats: WindowStats {
                 name: name.to_string(),
@@ -149,10 +153,14 @@ impl Recorder {
         self.open.is_some()
     }
 
-    /// A short query was started.
-    pub fn sent(&mut self) {
-        if let Some(w) = self.open.as_mut().filter(|w| w.closing.is_none()) {
-            w.stats.sent += 1;
+    /// A short query was started; its ticket says in which window it counts.
+    pub fn sent(&mut self) -> Ticket {
+        match self.open.as_mut().filter(|w| w.closing.is_none()) {
+            Some(w) => {
+                w.stats.sent += 1;
+                Ticket(Some(self.generation))
+            }
+            None => Ticket::NONE,
         }
     }
 
@@ -178,11 +186,17 @@ impl Recorder {
         }
     }
 
-    /// A short query finished at `now` after `latency`, successfully or with `error`.
-    /// Queries started before the window opened count only for the gap.
-    pub fn finished(&mut self, now: Instant, latency: Duration, error: Option<String>) {
+    /// A short query with `ticket` finished at `now` after `latency`, successfully or with
+    /// `error`. Queries of another window (or none) count only for the gap.
+    pub fn finished(
+        &mut self,
+        ticket: Ticket,
+        now: Instant,
+        latency: Duration,
+        error: Option<String>,
+    ) {
         let Some(w) = &mut self.open else { return };
-        let started_inside = w.started_inside(now, latency);
+        let started_inside = ticket == Ticket(Some(self.generation));
         match error {
             None => {
                 if now > w.last_success && w.closing.is_none_or(|c| now <= c) {
@@ -254,25 +268,26 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// Sends a query and finishes it at once, at `at`.
+    fn query(r: &mut Recorder, at: Instant, latency: Duration, error: Option<&str>) {
+        let ticket = r.sent();
+        r.finished(ticket, at, latency, error.map(str::to_string));
+    }
+
     #[test]
     fn counts_gap_latency_and_cuts_of_a_window() {
         let t0 = Instant::now();
         let mut r = Recorder::default();
-        r.sent();
-        r.finished(t0 + ms(5), ms(5), None);
+        query(&mut r, t0 + ms(5), ms(5), None);
         assert!(!r.is_open(), "events outside a window are dropped");
         r.start("update", t0 + ms(10));
         for i in 0..4 {
-            r.sent();
-            r.finished(t0 + ms(30 + i * 20), ms(4 + i), None);
+            query(&mut r, t0 + ms(30 + i * 20), ms(4 + i), None);
         }
         // 0.5 s without a success: two failures in between
-        r.sent();
-        r.finished(t0 + ms(200), ms(3), Some("connection refused".into()));
-        r.sent();
-        r.finished(t0 + ms(300), ms(3), Some("connection refused".into()));
-        r.sent();
-        r.finished(t0 + ms(590), ms(3), None);
+        query(&mut r, t0 + ms(200), ms(3), Some("connection refused"));
+        query(&mut r, t0 + ms(300), ms(3), Some("connection refused"));
+        query(&mut r, t0 + ms(590), ms(3), None);
         r.cut();
         r.cut();
         r.reconnected(ms(480));
@@ -306,22 +321,25 @@ mod tests {
         let mut r = Recorder::default();
         r.start("quiet", t0);
         assert_eq!(r.snapshot(t0 + ms(800)).expect("open").longest_gap, ms(800));
-        r.finished(t0 + ms(900), ms(2), None);
+        r.finished(Ticket::NONE, t0 + ms(900), ms(2), None);
         let s = r.stop(t0 + ms(1000)).expect("a window");
         assert_eq!(s.longest_gap, ms(900));
         assert_eq!(s.failed, 0);
     }
 
     #[test]
-    fn a_query_started_before_the_window_counts_only_for_the_gap() {
+    fn a_query_of_another_window_counts_only_for_the_gap() {
         let t0 = Instant::now();
         let mut r = Recorder::default();
-        r.start("w", t0 + ms(100));
-        r.finished(t0 + ms(150), ms(100), Some("timeout".into()));
-        r.finished(t0 + ms(160), ms(100), None);
+        r.start("first", t0);
+        let (a, b) = (r.sent(), r.sent());
+        r.start("second", t0 + ms(100));
+        r.finished(a, t0 + ms(150), ms(100), Some("timeout".into()));
+        r.finished(b, t0 + ms(160), ms(100), None);
         let s = r.stop(t0 + ms(170)).expect("a window");
         assert_eq!((s.sent, s.succeeded, s.failed), (0, 0, 0));
         assert_eq!(s.longest_gap, ms(60));
+        assert!(r.settled());
     }
 
     #[test]
@@ -329,20 +347,19 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Recorder::default();
         r.start("w", t0);
-        r.sent();
-        r.finished(t0 + ms(20), ms(15), None);
-        r.sent();
-        r.sent();
+        query(&mut r, t0 + ms(20), ms(15), None);
+        let (a, b) = (r.sent(), r.sent());
         r.close(t0 + ms(100));
         assert!(!r.settled(), "two queries still in flight");
-        r.sent();
+        let late = r.sent();
         r.skipped();
         r.cut();
         // in flight at the close: both count, the failure too
-        r.finished(t0 + ms(1500), ms(1450), Some("connect timed out".into()));
-        r.finished(t0 + ms(1600), ms(1550), None);
-        // started after the close: ignored
-        r.finished(t0 + ms(1700), ms(500), Some("refused".into()));
+        r.finished(a, t0 + ms(1500), ms(1450), Some("connect timed out".into()));
+        assert!(!r.settled(), "one query still in flight");
+        r.finished(b, t0 + ms(1600), ms(1550), None);
+        // sent after the close: ignored
+        r.finished(late, t0 + ms(1700), ms(500), Some("refused".into()));
         assert!(r.settled());
         let s = r.stop(t0 + ms(2000)).expect("a window");
         assert_eq!((s.sent, s.succeeded, s.failed), (3, 2, 1));
@@ -358,9 +375,9 @@ mod tests {
         let mut r = Recorder::default();
         r.start("w", t0);
         for i in 0..(KEPT_ERRORS + 3) {
-            r.finished(t0 + ms(1), ms(1), Some(format!("error {i}")));
+            query(&mut r, t0 + ms(1), ms(1), Some(&format!("error {i}")));
         }
-        r.finished(t0 + ms(1), ms(1), Some("error 0".into()));
+        query(&mut r, t0 + ms(1), ms(1), Some("error 0"));
         let s = r.stop(t0 + ms(2)).expect("a window");
         assert_eq!(s.errors.len(), KEPT_ERRORS);
         assert_eq!(s.errors[0], ("error 0".to_string(), 2));
