@@ -335,6 +335,13 @@ async fn a_terminated_session_is_a_cut_that_reconnects() {
         .unwrap();
     assert_eq!(s.cuts, 1, "{s}");
     assert!(s.longest_reconnect() < Duration::from_secs(2), "{s}");
+    // what the client was told: the server's reason, not just a closed socket
+    assert!(
+        s.cut_errors[0]
+            .0
+            .contains("terminating connection due to administrator command"),
+        "{s}"
+    );
     let now = pg.session_pids().await;
     assert_eq!(now.len(), 2, "two sessions again");
     assert!(

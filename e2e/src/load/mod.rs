@@ -168,18 +168,33 @@ async fn select_one(client: &tokio_postgres::Client, timeout: Duration) -> Resul
     }
 }
 
-/// The error with its source (tokio-postgres puts the server's message there).
+/// The server's message, or the error with its sources (the I/O error under "error
+/// communicating with the server", for example).
 fn error_text(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.severity(), db.message()),
-        None => e.to_string(),
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.severity(), db.message());
     }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
+
+/// A connection's driver; it ends with the error that closed the connection, if any (the
+/// server's `FATAL` message before it closes a session arrives there, not at the query).
+type Driver = tokio::task::JoinHandle<Option<String>>;
 
 async fn connect(
     config: &LoadConfig,
     application_name: &str,
-) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), String> {
+) -> Result<(tokio_postgres::Client, Driver), String> {
     let pg = config.pg_config(application_name);
     // connect_timeout covers each TCP connect; this covers authentication too
     let connecting = tokio::time::timeout(config.connect_timeout, pg.connect(NoTls));
@@ -187,9 +202,7 @@ async fn connect(
         .await
         .map_err(|_| format!("connect timed out after {:?}", config.connect_timeout))?
         .map_err(|e| error_text(&e))?;
-    let driver = tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    let driver = tokio::spawn(async move { connection.await.err().map(|e| error_text(&e)) });
     Ok((client, driver))
 }
 
@@ -197,8 +210,15 @@ async fn connect(
 async fn short_query(config: &LoadConfig) -> Result<(), String> {
     let (client, driver) = connect(config, SHORT_APPLICATION_NAME).await?;
     let result = select_one(&client, config.query_timeout).await;
+    // dropping the client sends Terminate; let the connection end cleanly, briefly
     drop(client);
-    driver.abort();
+    let abort = driver.abort_handle();
+    if tokio::time::timeout(config.query_timeout, driver)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
     result
 }
 
@@ -242,10 +262,10 @@ async fn session_loop(config: LoadConfig, shared: Arc<Shared>, stop: Cancellatio
     'outer: loop {
         let (client, driver) = match connect(&config, SESSION_APPLICATION_NAME).await {
             Ok(c) => c,
-            Err(_) => {
+            Err(error) => {
                 // a first connect that fails is a cut too: the session is not there
                 cut_at.get_or_insert_with(|| {
-                    shared.record(Recorder::cut);
+                    shared.record(|r| r.cut(error));
                     Instant::now()
                 });
                 tokio::select! {
@@ -267,12 +287,20 @@ async fn session_loop(config: LoadConfig, shared: Arc<Shared>, stop: Cancellatio
                         shared.record(|r| r.reconnected(at.elapsed()));
                     }
                 }
-                Err(_) => {
+                Err(error) => {
                     if cut_at.is_none() {
-                        shared.record(Recorder::cut);
                         cut_at = Some(Instant::now());
+                        // the connection's own error says why, when the server said it
+                        let abort = driver.abort_handle();
+                        let why = match tokio::time::timeout(RETRY, driver).await {
+                            Ok(Ok(Some(why))) => why,
+                            _ => error,
+                        };
+                        abort.abort();
+                        shared.record(|r| r.cut(why));
+                    } else {
+                        driver.abort();
                     }
-                    driver.abort();
                     continue 'outer;
                 }
             }

@@ -58,6 +58,9 @@ impl fmt::Display for UpdateOutcome {
         for (error, count) in &self.load.errors {
             write!(f, "\n    {count} x {error}")?;
         }
+        for (error, count) in &self.load.cut_errors {
+            write!(f, "\n    session cut {count} x: {error}")?;
+        }
         Ok(())
     }
 }

@@ -30,6 +30,8 @@ pub struct WindowStats {
     pub longest_gap: Duration,
     /// Long-lived sessions cut (their connection or query failed).
     pub cuts: u64,
+    /// The first [`KEPT_ERRORS`] distinct errors that cut a session, with counts.
+    pub cut_errors: Vec<(String, u64)>,
     /// For each reconnect in the window, how long the session was without a connection.
     pub reconnects: Vec<Duration>,
     /// Latency (connect and `SELECT 1`) of successful short queries, median.
@@ -88,6 +90,9 @@ impl fmt::Display for WindowStats {
         if let Some((error, count)) = self.errors.first() {
             write!(f, "; first error: {count} x {error}")?;
         }
+        if let Some((error, count)) = self.cut_errors.first() {
+            write!(f, "; first cut: {count} x {error}")?;
+        }
         Ok(())
     }
 }
@@ -121,6 +126,15 @@ pub struct Ticket(Option<u64>);
 impl Ticket {
     /// A query sent outside any window.
     pub const NONE: Ticket = Ticket(None);
+}
+
+/// Counts `error` in `errors`, keeping the first [`KEPT_ERRORS`] distinct ones.
+fn keep(errors: &mut Vec<(String, u64)>, error: String) {
+    if let Some(entry) = errors.iter_mut().find(|(e, _)| *e == error) {
+        entry.1 += 1;
+    } else if errors.len() < KEPT_ERRORS {
+        errors.push((error, 1));
+    }
 }
 
 /// The `q`-quantile (0..=1) of sorted `values`, nearest rank; zero when empty.
@@ -213,19 +227,16 @@ impl Recorder {
                     return;
                 }
                 w.stats.failed += 1;
-                if let Some(entry) = w.stats.errors.iter_mut().find(|(e, _)| *e == error) {
-                    entry.1 += 1;
-                } else if w.stats.errors.len() < KEPT_ERRORS {
-                    w.stats.errors.push((error, 1));
-                }
+                keep(&mut w.stats.errors, error);
             }
         }
     }
 
-    /// A long-lived session was cut.
-    pub fn cut(&mut self) {
+    /// A long-lived session was cut by `error`.
+    pub fn cut(&mut self, error: String) {
         if let Some(w) = self.open.as_mut().filter(|w| w.closing.is_none()) {
             w.stats.cuts += 1;
+            keep(&mut w.stats.cut_errors, error);
         }
     }
 
@@ -288,8 +299,8 @@ mod tests {
         query(&mut r, t0 + ms(200), ms(3), Some("connection refused"));
         query(&mut r, t0 + ms(300), ms(3), Some("connection refused"));
         query(&mut r, t0 + ms(590), ms(3), None);
-        r.cut();
-        r.cut();
+        r.cut("server closed the connection unexpectedly".into());
+        r.cut("server closed the connection unexpectedly".into());
         r.reconnected(ms(480));
         let s = r.stop(t0 + ms(600)).expect("a window");
         assert!(!r.is_open());
@@ -310,7 +321,10 @@ mod tests {
             "{line}"
         );
         assert!(
-            line.ends_with("first error: 2 x connection refused"),
+            line.ends_with(
+                "first error: 2 x connection refused; \
+                 first cut: 2 x server closed the connection unexpectedly"
+            ),
             "{line}"
         );
     }
@@ -353,7 +367,7 @@ mod tests {
         assert!(!r.settled(), "two queries still in flight");
         let late = r.sent();
         r.skipped();
-        r.cut();
+        r.cut("closed".into());
         // in flight at the close: both count, the failure too
         r.finished(a, t0 + ms(1500), ms(1450), Some("connect timed out".into()));
         assert!(!r.settled(), "one query still in flight");
