@@ -6,10 +6,14 @@
 //!   and the helpers the scenario uses: waiting with watches, client pods running `psql`,
 //!   operator metrics, and a simulated kubelet for control planes without nodes
 //!   (`E2E_SIMULATE_KUBELET=1`). `tests/update_version.rs` is the scenario `make e2e` runs.
+//! - [`load`]: a client that keeps a PostgreSQL endpoint busy (a new connection per query at a
+//!   fixed rate, plus long sessions) and reports failures, gaps and cut sessions per window
+//!   (`tests/update_under_load.rs`).
 
 pub mod charts;
 pub mod cluster;
 pub mod kubelet;
+pub mod load;
 pub mod metrics;
 pub mod psql;
 pub mod wait;

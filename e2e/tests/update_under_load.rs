@@ -1,0 +1,515 @@
+//! UpdateVersion under client load, against the cluster in `KUBECONFIG` with both operators
+//! running and `e2e/manifests/` applied (the AppBinding `ha-postgres` and its Secret, with a
+//! PostgreSQL reachable through its Service):
+//!
+//! 1. apply the catalog of `e2e/manifests/local/catalog.yaml` (or `E2E_LOAD_CATALOG`):
+//!    4.3.5, 4.6.1, 4.7.3 and `4.7.3-crash`, whose image exits at once;
+//! 2. create Pgpool `pp-load` with 3 replicas on 4.3.5 and wait until it and its pods are
+//!    Ready;
+//! 3. start the load client (`e2e::load`) through the Pgpool Service: `E2E_PGPOOL_ADDR`
+//!    (`host:port`) if set, else the Service's ClusterIP:9999 (reachable from the host on a
+//!    node that routes ClusterIPs, such as the local node), with the AppBinding's credentials;
+//! 4. UpdateVersion 4.3.5 -> 4.6.1, then 4.6.1 -> 4.7.3, each in its own load window;
+//! 5. UpdateVersion to `4.7.3-crash`: it must end Failed, and the Pgpool must be Ready on
+//!    4.7.3 again (the rollback), with the clients' queries succeeding.
+//!
+//! For each update it prints the wall time, each pod's restart time (eviction accepted to
+//! replacement Ready, from the request's conditions, second precision), queries sent, failed
+//! queries, the longest gap without a successful query and the long sessions cut. It fails
+//! when a short-connection query fails during a successful update, or when the Pgpool is not
+//! Ready on its original version after the rollback. Cut long sessions are expected (a pod
+//! that goes takes its sessions with it) and only reported.
+//!
+//! Without `E2E=1` and a reachable cluster it prints one line and passes.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use e2e::cluster::Cluster;
+use e2e::kubelet::SimulatedKubelet;
+use e2e::load::{LoadClient, LoadConfig, UpdateOutcome, judge, pod_restarts, read_catalog};
+use e2e::{cluster, wait};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Resource};
+use pgpool_api::conditions::{self, ops};
+use pgpool_api::ops::UpdateVersionSpec;
+use pgpool_api::{
+    AppBinding, OpsRequestPhase, Pgpool, PgpoolOpsRequest, PgpoolPhase, PgpoolVersion, names,
+};
+
+/// The Pgpool of this scenario (not the one of `update_version.rs`, so both can run).
+const PGPOOL: &str = "pp-load";
+const REPLICAS: i32 = 3;
+/// The version it starts on, and the successful updates in order.
+const SOURCE: &str = "4.3.5";
+const UPDATES: [&str; 2] = ["4.6.1", "4.7.3"];
+/// The catalog entry whose image crashes; allowed from the last of [`UPDATES`].
+const CRASH: &str = "4.7.3-crash";
+/// The crashing request's step timeout, so that it fails within minutes.
+const CRASH_TIMEOUT: &str = "2m";
+/// Path of another catalog file with the same entry names (real images on a real cluster).
+const CATALOG_ENV: &str = "E2E_LOAD_CATALOG";
+/// `host:port` of the Pgpool Service as this process reaches it.
+const ADDR_ENV: &str = "E2E_PGPOOL_ADDR";
+
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
+const UPDATE_TIMEOUT: Duration = Duration::from_secs(900);
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(180);
+const WARMUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_version_under_load() {
+    let Some(cluster) = Cluster::connect_or_skip("update_version_under_load").await else {
+        return;
+    };
+    let started = Instant::now();
+    if let Err(e) = run(&cluster, started).await {
+        panic!("update_version_under_load failed: {e:#}");
+    }
+}
+
+fn step(started: Instant, line: &str) {
+    println!("load-e2e [{:>4} s] {line}", started.elapsed().as_secs());
+}
+
+async fn run(cluster: &Cluster, started: Instant) -> anyhow::Result<()> {
+    let ns = &cluster.namespace;
+    let client = &cluster.client;
+    step(started, "apply the scenario's catalog");
+    apply_catalog(client).await?;
+
+    let mut pgpool: Pgpool = cluster::example("pgpool.yaml", ns)?;
+    pgpool.metadata.name = Some(PGPOOL.to_string());
+    pgpool.spec.version = SOURCE.to_string();
+    pgpool.spec.replicas = Some(REPLICAS);
+    if pgpool.spec.postgres_ref.namespace.is_some() {
+        pgpool.spec.postgres_ref.namespace = Some(ns.clone());
+    }
+    let credentials = backend_credentials(client, ns, &pgpool.spec.postgres_ref.name).await?;
+
+    step(started, "clean up what an earlier run left");
+    cleanup(cluster).await?;
+    // E2E_SIMULATE_KUBELET=1: pods are marked Ready but never run, so this checks only the
+    // control flow, with E2E_PGPOOL_ADDR pointing at some PostgreSQL.
+    let _kubelet = cluster
+        .simulate_kubelet
+        .then(|| SimulatedKubelet::start(cluster.client.clone(), ns));
+
+    step(
+        started,
+        &format!("create Pgpool {PGPOOL} with {REPLICAS} replicas on {SOURCE}"),
+    );
+    let pgpools: Api<Pgpool> = Api::namespaced(client.clone(), ns);
+    pgpools
+        .create(&PostParams::default(), &pgpool)
+        .await
+        .context("creating the Pgpool")?;
+    wait_ready_on(cluster, SOURCE).await?;
+
+    let (host, port) = match std::env::var(ADDR_ENV)
+        .ok()
+        .filter(|a| !a.trim().is_empty())
+    {
+        Some(addr) => LoadConfig::split_addr(addr.trim())?,
+        None => service_address(client, ns).await?,
+    };
+    step(
+        started,
+        &format!("start the load client through {host}:{port}"),
+    );
+    let (user, password) = credentials;
+    let load = LoadClient::start(LoadConfig::new(&host, port, &user, &password, "postgres"));
+    load.start_window("warm-up");
+    let warm = load
+        .wait_until("50 successful short queries", WARMUP_TIMEOUT, |s| {
+            s.succeeded >= 50
+        })
+        .await;
+    load.stop_window().await;
+    warm.context("the load client's first queries through the Pgpool Service")?;
+
+    let mut outcomes = Vec::new();
+    let mut from = SOURCE;
+    for to in UPDATES {
+        step(started, &format!("UpdateVersion {from} -> {to} under load"));
+        let outcome = update(cluster, &load, &format!("{PGPOOL}-to-{to}"), to, None).await?;
+        println!("{outcome}");
+        let phase = outcome.phase;
+        outcomes.push(outcome);
+        if phase != Some(OpsRequestPhase::Successful) {
+            bail!("the update {from} -> {to} ended {phase:?}");
+        }
+        // the clients keep being watched while the Pgpool settles; reported, not judged
+        load.start_window(&format!("settle on {to}"));
+        let settled = wait_ready_on(cluster, to).await;
+        load.stop_window().await;
+        settled?;
+        from = to;
+    }
+
+    step(
+        started,
+        &format!("UpdateVersion {from} -> {CRASH} (its image crashes): Failed, rolled back"),
+    );
+    let crash = update(
+        cluster,
+        &load,
+        &format!("{PGPOOL}-to-crash"),
+        CRASH,
+        Some(CRASH_TIMEOUT),
+    )
+    .await?;
+    println!("{crash}");
+    let rollback_phase = crash.phase;
+    outcomes.push(crash);
+    let rolled_back = if rollback_phase == Some(OpsRequestPhase::Failed) {
+        // Ready on the original version, and serving clients again
+        let from = from.to_string();
+        async {
+            wait_ready_on(cluster, &from).await?;
+            load.start_window(&format!("after the rollback to {from}"));
+            let serving = load
+                .wait_until("50 successful short queries", WARMUP_TIMEOUT, |s| {
+                    s.succeeded >= 50
+                })
+                .await;
+            load.stop_window().await;
+            serving.map(drop)
+        }
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:#}"))
+    } else {
+        Err(anyhow::anyhow!(
+            "the update to {CRASH} ended {rollback_phase:?}, not Failed"
+        ))
+    };
+    load.shutdown().await;
+
+    step(started, "summary");
+    for o in &outcomes {
+        println!("{o}");
+    }
+    judge(&outcomes)?;
+    rolled_back.with_context(|| format!("the Pgpool is not Ready on {from} after the rollback"))?;
+    Ok(())
+}
+
+/// Creates the UpdateVersion request `name` to `target` inside a load window, waits for its
+/// end, and returns what it showed.
+async fn update(
+    cluster: &Cluster,
+    load: &LoadClient,
+    name: &str,
+    target: &str,
+    timeout: Option<&str>,
+) -> anyhow::Result<UpdateOutcome> {
+    let requests: Api<PgpoolOpsRequest> =
+        Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let mut request: PgpoolOpsRequest =
+        cluster::example("update-version.yaml", &cluster.namespace)?;
+    request.metadata.name = Some(name.to_string());
+    request.spec.database_ref.name = PGPOOL.to_string();
+    request.spec.update_version = Some(UpdateVersionSpec {
+        target_version: target.to_string(),
+    });
+    request.spec.timeout = timeout.map(str::to_string);
+
+    load.start_window(target);
+    let begin = Instant::now();
+    let done = async {
+        requests
+            .create(&PostParams::default(), &request)
+            .await
+            .with_context(|| format!("creating PgpoolOpsRequest {name}"))?;
+        wait::for_object(
+            &requests,
+            name,
+            &format!("PgpoolOpsRequest {name} ended"),
+            UPDATE_TIMEOUT,
+            |r: &PgpoolOpsRequest| {
+                r.status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .is_some_and(OpsRequestPhase::is_final)
+            },
+        )
+        .await
+    }
+    .await;
+    let wall = begin.elapsed();
+    let stats = load.stop_window().await.unwrap_or_default();
+    let done = done?;
+    let conds = done
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or(&[]);
+    if let Some(failed) = conditions::get(conds, ops::FAILED) {
+        println!("    {name} Failed: {}", failed.message);
+    }
+    Ok(UpdateOutcome {
+        name: format!("{name} ({target})"),
+        phase: done.status.as_ref().and_then(|s| s.phase),
+        wall,
+        restarts: pod_restarts(conds),
+        load: stats,
+    })
+}
+
+/// Server-side applies every PgpoolVersion of the scenario's catalog file.
+async fn apply_catalog(client: &kube::Client) -> anyhow::Result<()> {
+    let path = std::env::var(CATALOG_ENV)
+        .ok()
+        .filter(|p| !p.trim().is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| e2e::charts::workspace_root().join("e2e/manifests/local/catalog.yaml"));
+    let versions = read_catalog(
+        &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", path.display()))?;
+    for name in std::iter::once(SOURCE).chain(UPDATES).chain([CRASH]) {
+        ensure!(
+            versions
+                .iter()
+                .any(|v| v.metadata.name.as_deref() == Some(name)),
+            "{} has no PgpoolVersion {name}",
+            path.display()
+        );
+    }
+    let api: Api<PgpoolVersion> = Api::all(client.clone());
+    let params = PatchParams::apply("e2e-update-under-load").force();
+    for v in &versions {
+        let name = v.metadata.name.clone().unwrap_or_default();
+        api.patch(&name, &params, &Patch::Apply(v))
+            .await
+            .with_context(|| format!("applying PgpoolVersion {name}"))?;
+    }
+    Ok(())
+}
+
+/// The AppBinding's user and password (from its Secret; never printed).
+async fn backend_credentials(
+    client: &kube::Client,
+    ns: &str,
+    binding: &str,
+) -> anyhow::Result<(String, String)> {
+    let bindings: Api<AppBinding> = Api::namespaced(client.clone(), ns);
+    let binding = bindings
+        .get(binding)
+        .await
+        .with_context(|| format!("AppBinding {ns}/{binding}: apply e2e/manifests/"))?;
+    let secret_name = binding
+        .spec
+        .secret
+        .as_ref()
+        .map(|s| s.name.clone())
+        .context("the AppBinding names no Secret")?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret = secrets
+        .get(&secret_name)
+        .await
+        .with_context(|| format!("reading Secret {secret_name}"))?;
+    let key = |k: &str| -> anyhow::Result<String> {
+        let data = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .with_context(|| format!("Secret {secret_name} has no key {k}"))?;
+        String::from_utf8(data.0.clone())
+            .with_context(|| format!("Secret {secret_name} key {k} is not UTF-8"))
+    };
+    Ok((key("username")?, key("password")?))
+}
+
+/// The Pgpool Service's ClusterIP and client port.
+async fn service_address(client: &kube::Client, ns: &str) -> anyhow::Result<(String, u16)> {
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let name = names::primary_service(PGPOOL);
+    let service = services
+        .get(&name)
+        .await
+        .with_context(|| format!("reading Service {name}"))?;
+    let ip = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.clone())
+        .filter(|ip| !ip.is_empty() && ip != "None")
+        .with_context(|| format!("Service {name} has no ClusterIP; set {ADDR_ENV}=host:port"))?;
+    Ok((ip, u16::try_from(names::PORT_PRIMARY)?))
+}
+
+/// Deletes the requests and the Pgpool of an earlier run.
+async fn cleanup(cluster: &Cluster) -> anyhow::Result<()> {
+    let requests: Api<PgpoolOpsRequest> =
+        Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let names_: Vec<String> = UPDATES
+        .iter()
+        .map(|t| format!("{PGPOOL}-to-{t}"))
+        .chain([format!("{PGPOOL}-to-crash")])
+        .collect();
+    for name in &names_ {
+        if delete_if_exists(&requests, name).await? {
+            wait::until_gone(&requests, name, CLEANUP_TIMEOUT).await?;
+        }
+    }
+    let pgpools: Api<Pgpool> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    if delete_if_exists(&pgpools, PGPOOL).await? {
+        wait::until_gone(&pgpools, PGPOOL, CLEANUP_TIMEOUT)
+            .await
+            .context("is the provisioner running? it removes the finalizer")?;
+    }
+    Ok(())
+}
+
+async fn delete_if_exists<K>(api: &Api<K>, name: &str) -> anyhow::Result<bool>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("deleting {name}")),
+    }
+}
+
+/// Waits until the Pgpool is Ready on catalog entry `version` and all its pods are Ready and
+/// run that entry's pgpool image.
+async fn wait_ready_on(cluster: &Cluster, version: &str) -> anyhow::Result<()> {
+    let client = &cluster.client;
+    let entry = Api::<PgpoolVersion>::all(client.clone())
+        .get(version)
+        .await
+        .with_context(|| format!("PgpoolVersion {version}"))?;
+    let image = entry.spec.pgpool.image.clone();
+    let pgpools: Api<Pgpool> = Api::namespaced(client.clone(), &cluster.namespace);
+    let wanted = version.to_string();
+    wait::for_object(
+        &pgpools,
+        PGPOOL,
+        &format!("Pgpool Ready on {version}"),
+        READY_TIMEOUT,
+        move |p: &Pgpool| {
+            p.spec.version == wanted
+                && p.status.as_ref().is_some_and(|s| {
+                    s.phase == Some(PgpoolPhase::Ready)
+                        && conditions::is_true(&s.conditions, conditions::pgpool::READY)
+                        && conditions::get(&s.conditions, conditions::pgpool::PAUSED).is_none()
+                        && s.observed_generation >= p.metadata.generation
+                })
+        },
+    )
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &cluster.namespace);
+    let replicas = usize::try_from(REPLICAS)?;
+    wait::for_list(
+        &pods,
+        &names::selector_string(PGPOOL),
+        &format!("{replicas} pods Ready on {image}"),
+        READY_TIMEOUT,
+        |pods: &[Pod]| pods.len() == replicas && pods.iter().all(|p| pod_ready_on(p, &image)),
+        describe_pods,
+    )
+    .await?;
+    Ok(())
+}
+
+fn pod_ready_on(pod: &Pod, image: &str) -> bool {
+    let runs = pod.spec.as_ref().is_some_and(|s| {
+        s.containers
+            .iter()
+            .any(|c| c.name == names::CONTAINER_PGPOOL && c.image.as_deref() == Some(image))
+    });
+    runs && pod.metadata.deletion_timestamp.is_none()
+        && pod.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+}
+
+fn describe_pods(pods: &[Pod]) -> String {
+    let list: Vec<String> = pods
+        .iter()
+        .map(|p| {
+            let image = p
+                .spec
+                .as_ref()
+                .and_then(|s| {
+                    s.containers
+                        .iter()
+                        .find(|c| c.name == names::CONTAINER_PGPOOL)
+                })
+                .and_then(|c| c.image.clone())
+                .unwrap_or_default();
+            let ready = p.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            });
+            format!(
+                "{} {image} {}{}",
+                p.metadata.name.clone().unwrap_or_default(),
+                if ready { "Ready" } else { "not-ready" },
+                if p.metadata.deletion_timestamp.is_some() {
+                    " terminating"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect();
+    if list.is_empty() {
+        "(no pods)".into()
+    } else {
+        list.join("; ")
+    }
+}
+
+/// The image map of the local node covers every image of the scenario's catalog, and
+/// each entry is `paths` (bind mounts) or `command`, with the pgpool binary of the PetSet's
+/// container command (`/opt/pgpool-II/bin/pgpool`) among the paths of a real image.
+#[test]
+fn local_images_cover_the_local_catalog() {
+    let root = e2e::charts::workspace_root();
+    let catalog = read_catalog(
+        &std::fs::read_to_string(root.join("e2e/manifests/local/catalog.yaml")).expect("catalog"),
+    )
+    .expect("parse the catalog");
+    let map: BTreeMap<String, serde_yaml::Value> = serde_yaml::from_str(
+        &std::fs::read_to_string(root.join("e2e/local-images.yaml")).expect("image map"),
+    )
+    .expect("parse the image map");
+    for name in std::iter::once(SOURCE).chain(UPDATES).chain([CRASH]) {
+        let v = catalog
+            .iter()
+            .find(|v| v.metadata.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} in the catalog"));
+        let image = &v.spec.pgpool.image;
+        let entry = map
+            .get(image)
+            .unwrap_or_else(|| panic!("{image} ({name}) is not in e2e/local-images.yaml"));
+        let keys: Vec<&str> = entry
+            .as_mapping()
+            .expect("a mapping")
+            .keys()
+            .filter_map(|k| k.as_str())
+            .collect();
+        if name == CRASH {
+            assert_eq!(keys, ["command"], "{image}");
+            let argv = entry["command"].as_sequence().expect("command is a list");
+            assert!(!argv.is_empty(), "{image}: empty command");
+        } else {
+            assert_eq!(keys, ["paths"], "{image}");
+            let paths = entry["paths"].as_mapping().expect("paths is a mapping");
+            let covers = paths
+                .keys()
+                .filter_map(|k| k.as_str())
+                .any(|p| std::path::Path::new("/opt/pgpool-II/bin/pgpool").starts_with(p));
+            assert!(covers, "{image}: no path covers /opt/pgpool-II/bin/pgpool");
+        }
+    }
+}
