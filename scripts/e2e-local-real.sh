@@ -160,7 +160,7 @@ wait_for both_ready 60 || die "the operators did not become ready within 60 s"
 
 # 6. the scenario: the load client reaches the Pgpool Service's ClusterIP from the host
 say "running update_under_load (3 replicas, 4.3.5 -> 4.6.1 -> 4.7.3, then a crashing image)"
-E2E=1 KUBECONFIG="$KUBECONFIG_FILE" \
+E2E=1 E2E_LOAD=1 KUBECONFIG="$KUBECONFIG_FILE" \
   E2E_PROVISIONER_METRICS_URL="http://127.0.0.1:$PROVISIONER_PORT/metrics" \
   E2E_OPS_MANAGER_METRICS_URL="http://127.0.0.1:$OPS_MANAGER_PORT/metrics" \
   "$CARGO" test -p e2e --test update_under_load -- --nocapture --test-threads=1
