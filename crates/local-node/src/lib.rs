@@ -1,0 +1,5 @@
+//! placeholder
+pub mod images;
+pub mod probes;
+pub mod proxy;
+pub mod volumes;
