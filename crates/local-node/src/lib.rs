@@ -20,7 +20,7 @@
 //! - on `deletionTimestamp`: preStop, SIGTERM, SIGKILL when the grace period is over, then
 //!   the final delete (grace 0, uid precondition) and cleanup.
 //!
-//! kube-proxy part ([`proxy`]): every ClusterIP goes on a dummy interface and each TCP port
+//! kube-proxy part ([`proxy`]): every ClusterIP goes on the bridge (/32) and each TCP port
 //! gets a userspace proxy; each new connection goes round-robin to one Ready endpoint (pods
 //! from the selector that are Ready and not terminating, or EndpointSlices for selector-less
 //! Services); changes apply after a propagation delay (default 1 s); established
@@ -121,7 +121,6 @@ impl Drop for NodeHandle {
                 }
             }
         }
-        ip(&["link", "del", &self.net.services_link]);
         ip(&["link", "del", &self.net.bridge]);
     }
 }
@@ -132,7 +131,10 @@ pub async fn start(
     config: NodeConfig,
     images: ImageMap,
 ) -> anyhow::Result<NodeHandle> {
-    netns::setup_host(&config.net).await?;
+    if let Err(e) = netns::setup_host(&config.net).await {
+        netns::teardown_host(&config.net).await;
+        return Err(e);
+    }
     std::fs::create_dir_all(config.state_dir.join("pods"))?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let services = store::spawn_store(Api::<Service>::all(client.clone()));

@@ -1,6 +1,7 @@
 //! Pod networking with iproute2: a host bridge holding the gateway address, one network
-//! namespace per pod joined to it by a veth pair, and a dummy interface that carries the
-//! Services' ClusterIPs so the node answers them (DESIGN: a single-node pod network).
+//! namespace per pod joined to it by a veth pair; the Services' ClusterIPs are added to the
+//! bridge as /32 addresses so the node answers them, from the host and from the pods (a
+//! dummy interface would do too, but its kernel module is not always there).
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -13,8 +14,6 @@ use tokio::process::Command;
 pub struct NetConfig {
     /// Bridge name (at most 15 characters).
     pub bridge: String,
-    /// Dummy interface carrying ClusterIPs (at most 15 characters).
-    pub services_link: String,
     /// Prefix of network namespace and veth names (at most 5 characters).
     pub prefix: String,
     /// Pod network address, e.g. 10.244.0.0.
@@ -27,7 +26,6 @@ impl Default for NetConfig {
     fn default() -> Self {
         NetConfig {
             bridge: "lnbr0".into(),
-            services_link: "lnsvc0".into(),
             prefix: "ln".into(),
             subnet: Ipv4Addr::new(10, 244, 0, 0),
             prefix_len: 16,
@@ -116,24 +114,27 @@ pub async fn ip(args: &[&str]) -> anyhow::Result<()> {
 /// Like [`ip`], but an "exists" answer counts as success.
 async fn ip_idempotent(args: &[&str]) -> anyhow::Result<()> {
     match ip(args).await {
-        Err(e) if e.to_string().contains("File exists") => Ok(()),
+        Err(e)
+            if ["File exists", "already assigned"]
+                .iter()
+                .any(|m| e.to_string().contains(m)) =>
+        {
+            Ok(())
+        }
         other => other,
     }
 }
 
-/// Creates the bridge (with the gateway address) and the services interface.
+/// Creates the bridge with the gateway address.
 pub async fn setup_host(cfg: &NetConfig) -> anyhow::Result<()> {
     let gw = format!("{}/{}", cfg.gateway(), cfg.prefix_len);
     ip_idempotent(&["link", "add", &cfg.bridge, "type", "bridge"]).await?;
     ip_idempotent(&["addr", "add", &gw, "dev", &cfg.bridge]).await?;
-    ip(&["link", "set", &cfg.bridge, "up"]).await?;
-    ip_idempotent(&["link", "add", &cfg.services_link, "type", "dummy"]).await?;
-    ip(&["link", "set", &cfg.services_link, "up"]).await
+    ip(&["link", "set", &cfg.bridge, "up"]).await
 }
 
-/// Removes the bridge and the services interface (with their addresses).
+/// Removes the bridge (with its addresses).
 pub async fn teardown_host(cfg: &NetConfig) {
-    let _ = ip(&["link", "del", &cfg.services_link]).await;
     let _ = ip(&["link", "del", &cfg.bridge]).await;
 }
 
@@ -165,26 +166,12 @@ pub async fn remove_pod(cfg: &NetConfig, uid: &str) {
 
 /// Answers `addr` on the host (a ClusterIP).
 pub async fn add_service_ip(cfg: &NetConfig, addr: std::net::IpAddr) -> anyhow::Result<()> {
-    ip_idempotent(&[
-        "addr",
-        "add",
-        &format!("{addr}/32"),
-        "dev",
-        &cfg.services_link,
-    ])
-    .await
+    ip_idempotent(&["addr", "add", &format!("{addr}/32"), "dev", &cfg.bridge]).await
 }
 
 /// Stops answering `addr`.
 pub async fn remove_service_ip(cfg: &NetConfig, addr: std::net::IpAddr) {
-    let _ = ip(&[
-        "addr",
-        "del",
-        &format!("{addr}/32"),
-        "dev",
-        &cfg.services_link,
-    ])
-    .await;
+    let _ = ip(&["addr", "del", &format!("{addr}/32"), "dev", &cfg.bridge]).await;
 }
 
 #[cfg(test)]

@@ -144,6 +144,8 @@ impl Worker {
     }
 
     async fn write_status(&mut self) {
+        self.view.init = self.init.iter().map(|c| c.view.clone()).collect();
+        self.view.containers = self.ctrs.iter().map(|c| c.view.clone()).collect();
         let status = pod_status(&self.view, self.written.as_ref(), Timestamp::now());
         let same = self.written.as_ref().is_some_and(|w| {
             let strip = |s: &PodStatus| PodStatus {
