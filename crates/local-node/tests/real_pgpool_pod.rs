@@ -1,0 +1,393 @@
+//! A real pgpool-II pod (root only): PostgreSQL 15 runs on the host behind a selector-less
+//! Service published by an EndpointSlice; the real provisioner controllers turn a Pgpool into
+//! a PetSet and a pod against testkit's API server; the node runs the pod from the real
+//! pgpool-II 4.6 binaries (`scripts/install-pgpool-versions.sh`); the pod becomes Ready
+//! through its real readiness probe, and `psql` on the host gets `SELECT 1` through the
+//! Pgpool Service's ClusterIP. Skips with one line without root, PostgreSQL 15 or the
+//! binaries (in CI a missing piece fails the test).
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
+use kube::api::{Api, ListParams, PostParams};
+use pgpool_api::{AppBinding, Pgpool, PgpoolVersion, names};
+use serde_json::json;
+
+use common::*;
+
+const NS: &str = "demo";
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+const IMAGE: &str = "ghcr.io/appscode-images/pgpool2:4.6.0";
+const PASSWORD: &str = "s3cret-backend";
+
+fn in_ci() -> bool {
+    !matches!(
+        std::env::var("CI").as_deref(),
+        Err(_) | Ok("") | Ok("false") | Ok("0")
+    )
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Kills PostgreSQL when the test ends, however it ends.
+struct Postgres(Child);
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn postgres_ids() -> (u32, u32) {
+    let id = |flag: &str| {
+        let out = Command::new("id")
+            .args([flag, "postgres"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    (id("-u"), id("-g"))
+}
+
+/// PostgreSQL 15 as `postgres`, listening on `addr:port` (the node's bridge address, as a
+/// backend outside the cluster would be reachable), the `postgres` role with a password.
+fn start_postgres(dir: &Path, addr: &str, port: u16) -> Postgres {
+    let (uid, gid) = postgres_ids();
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid)).unwrap();
+    let data = dir.join("data");
+    let as_postgres = |program: &str| {
+        let mut c = Command::new(Path::new(PG_BIN).join(program));
+        c.uid(uid).gid(gid).env("HOME", dir);
+        c
+    };
+    let out = as_postgres("initdb")
+        .arg("-D")
+        .arg(&data)
+        .args(["-U", "postgres", "--auth=trust", "--locale=C", "--no-sync"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "initdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conf = format!(
+        "listen_addresses = '{addr}'\nport = {port}\nunix_socket_directories = '{}'\nfsync = off\n",
+        dir.display()
+    );
+    let mut text = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+    text.push_str(&conf);
+    std::fs::write(data.join("postgresql.conf"), text).unwrap();
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        "local all all trust\nhost all all 0.0.0.0/0 scram-sha-256\n",
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("postgres.log")).unwrap();
+    let child = as_postgres("postgres")
+        .arg("-D")
+        .arg(&data)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let pg = Postgres(child);
+    let sock = dir.to_string_lossy().into_owned();
+    let ready = || {
+        Command::new(Path::new(PG_BIN).join("pg_isready"))
+            .args(["-q", "-h", &sock, "-p", &port.to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "PostgreSQL did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let sql = format!("ALTER ROLE postgres PASSWORD '{PASSWORD}'");
+    let out = Command::new(Path::new(PG_BIN).join("psql"))
+        .args([
+            "-X",
+            "-h",
+            &sock,
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-c",
+            &sql,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pg
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn select_1(host: &str, port: u16) -> Result<String, String> {
+    let out = Command::new(Path::new(PG_BIN).join("psql"))
+        .args(["-X", "-w", "-A", "-t", "-h", host, "-p", &port.to_string()])
+        .args(["-U", "postgres", "-d", "postgres", "-c", "SELECT 1"])
+        .env("PGPASSWORD", PASSWORD)
+        .env("PGCONNECT_TIMEOUT", "3")
+        .env("PGSSLMODE", "disable")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+async fn install_backend(client: &kube::Client, gateway: &str, pg_port: u16) {
+    let pp = PostParams::default();
+    let version: PgpoolVersion = serde_json::from_value(json!({
+        "apiVersion": "catalog.kubedb.com/v1alpha1",
+        "kind": "PgpoolVersion",
+        "metadata": {"name": "4.6.0"},
+        "spec": {
+            "version": "4.6.0",
+            "pgpool": {"image": IMAGE},
+            "securityContext": {"runAsUser": 70}
+        }
+    }))
+    .unwrap();
+    Api::<PgpoolVersion>::all(client.clone())
+        .create(&pp, &version)
+        .await
+        .unwrap();
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .create(
+            &pp,
+            &testkit::fixtures::secret(
+                NS,
+                "ha-postgres-auth",
+                [("username", "postgres"), ("password", PASSWORD)],
+            ),
+        )
+        .await
+        .unwrap();
+    // selector-less: the endpoints are published by hand, as for a database outside
+    let svc = Service {
+        metadata: testkit::fixtures::meta(NS, "ha-postgres"),
+        spec: Some(ServiceSpec {
+            ports: Some(vec![ServicePort {
+                port: 5432,
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+    Api::<Service>::namespaced(client.clone(), NS)
+        .create(&pp, &svc)
+        .await
+        .unwrap();
+    let mut slice_meta = testkit::fixtures::meta(NS, "ha-postgres-1");
+    slice_meta.labels = Some(
+        [(
+            "kubernetes.io/service-name".to_string(),
+            "ha-postgres".to_string(),
+        )]
+        .into(),
+    );
+    let slice = EndpointSlice {
+        metadata: slice_meta,
+        address_type: "IPv4".into(),
+        endpoints: vec![Endpoint {
+            addresses: vec![gateway.to_string()],
+            ..Endpoint::default()
+        }],
+        ports: Some(vec![EndpointPort {
+            port: Some(i32::from(pg_port)),
+            protocol: Some("TCP".into()),
+            ..EndpointPort::default()
+        }]),
+    };
+    Api::<EndpointSlice>::namespaced(client.clone(), NS)
+        .create(&pp, &slice)
+        .await
+        .unwrap();
+    let appbinding: AppBinding = serde_yaml::from_str(
+        &std::fs::read_to_string(repo().join("examples/appbinding.yaml")).unwrap(),
+    )
+    .unwrap();
+    Api::<AppBinding>::namespaced(client.clone(), NS)
+        .create(&pp, &appbinding)
+        .await
+        .unwrap();
+}
+
+fn pod_logs(state: &Path) -> String {
+    let mut out = String::new();
+    for entry in walk(state) {
+        if entry.extension().is_some_and(|e| e == "log") {
+            let text = std::fs::read_to_string(&entry).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            out.push_str(&format!("--- {}\n", entry.display()));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() && !p.ends_with("rootfs") && !p.ends_with("volumes") {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_pgpool_pod_is_ready_and_answers_select_1_through_its_service() {
+    if !root_or_skip("real_pgpool_pod") {
+        return;
+    }
+    let pgpool_dir = repo().join(".cache/pgpool/4.6");
+    let missing = [
+        PathBuf::from(PG_BIN).join("postgres"),
+        pgpool_dir.join("bin/pgpool"),
+    ]
+    .into_iter()
+    .find(|p| !p.exists());
+    if let Some(p) = missing {
+        let msg = format!(
+            "{} missing (scripts/install-pgpool-versions.sh, postgresql-15)",
+            p.display()
+        );
+        assert!(!in_ci(), "{msg}");
+        eprintln!("skipping real_pgpool_pod: {msg}");
+        return;
+    }
+    let server = testkit::TestServer::new();
+    let client = server.client();
+    let state = tempfile::tempdir().unwrap();
+    let images = format!(
+        "images:\n  {IMAGE}:\n    mounts:\n      /opt/pgpool-II: {}\n",
+        pgpool_dir.canonicalize().unwrap().display()
+    );
+    let node = node(client.clone(), "ltp", 3, &images, state.path()).await;
+    let gateway = "10.250.3.1";
+    let pg_dir = tempfile::tempdir().unwrap();
+    let pg_port = free_port();
+    let _pg = start_postgres(pg_dir.path(), gateway, pg_port);
+    install_backend(&client, gateway, pg_port).await;
+
+    let registry = prometheus::Registry::new();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let config = pgpool_provisioner::ProvisionerConfig {
+        namespace: None,
+        concurrency: 2,
+        petset_controller: true,
+        resync: Duration::from_secs(2),
+        instance: "test".into(),
+        error_backoff: Duration::from_millis(200),
+    };
+    let provisioner = tokio::spawn({
+        let client = server.client_as("pgpool-provisioner");
+        async move {
+            pgpool_provisioner::run(
+                client,
+                config,
+                &registry,
+                async {
+                    let _ = stop_rx.await;
+                },
+                || {},
+            )
+            .await
+        }
+    });
+
+    let pgpool: Pgpool = serde_yaml::from_str(&format!(
+        "apiVersion: kubedb.com/v1alpha2\nkind: Pgpool\nmetadata: {{name: pp, namespace: {NS}}}\n\
+         spec: {{version: '4.6.0', replicas: 1, postgresRef: {{name: ha-postgres, namespace: {NS}}}, deletionPolicy: WipeOut}}\n"
+    ))
+    .unwrap();
+    Api::<Pgpool>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &pgpool)
+        .await
+        .unwrap();
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let name = wait_for("the Pgpool's pod", Duration::from_secs(60), || async {
+        let list = pods
+            .list(&ListParams::default().labels(&names::selector_string("pp")))
+            .await
+            .ok()?;
+        list.items.first().and_then(|p| p.metadata.name.clone())
+    })
+    .await;
+    let ready_wait = tokio::time::timeout(
+        Duration::from_secs(120),
+        wait_pod(
+            &pods,
+            &name,
+            "the pgpool pod Ready",
+            Duration::from_secs(120),
+            ready,
+        ),
+    )
+    .await;
+    assert!(
+        ready_wait.is_ok(),
+        "pod not Ready; logs:\n{}",
+        pod_logs(state.path())
+    );
+
+    let svc = Api::<Service>::namespaced(client.clone(), NS)
+        .get(&names::primary_service("pp"))
+        .await
+        .unwrap();
+    let ip = svc.spec.unwrap().cluster_ip.unwrap();
+    let port = u16::try_from(names::PORT_PRIMARY).unwrap();
+    let answer = wait_for(
+        "SELECT 1 through the Pgpool Service",
+        Duration::from_secs(30),
+        || {
+            let ip = ip.clone();
+            async move { select_1(&ip, port).ok() }
+        },
+    )
+    .await;
+    assert_eq!(answer, "1");
+    eprintln!("real_pgpool_pod: pgpool-II 4.6 pod {name} answered SELECT 1 through {ip}:{port}");
+
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), provisioner).await;
+    node.stop().await;
+    assert!(netns_with_prefix("ltp").is_empty());
+}
