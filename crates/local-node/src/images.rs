@@ -132,3 +132,24 @@ images:
         assert!(ImageMap::parse("images:\n  a:\n    mount: {}\n", Path::new("/")).is_err());
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_map_parses_and_covers_every_pgpool_line() {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let map = ImageMap::parse(include_str!("../images.example.yaml"), base).unwrap();
+        for line in ["4.3.5", "4.6.1", "4.7.3"] {
+            let image = format!("ghcr.io/appscode-images/pgpool2:{line}");
+            assert!(map.resolve(&image).is_some(), "{image}");
+        }
+        let crash = map.resolve("example.invalid/pgpool2-crash:1").unwrap();
+        assert!(crash.command.is_some());
+        assert!(
+            map.resolve("ghcr.io/appscode-images/pgpool2:4.5.3")
+                .is_none()
+        );
+    }
+}
