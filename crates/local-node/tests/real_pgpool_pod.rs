@@ -386,6 +386,52 @@ async fn real_pgpool_pod_is_ready_and_answers_select_1_through_its_service() {
     assert_eq!(answer, "1");
     eprintln!("real_pgpool_pod: pgpool-II 4.6 pod {name} answered SELECT 1 through {ip}:{port}");
 
+    // deleted as a kubelet does it: preStop (sleep 5), then SIGTERM reaches pgpool as PID 1
+    // and its smart shutdown ends it well within the 30 s grace period (no SIGKILL)
+    let old_uid = pods.get(&name).await.unwrap().metadata.uid;
+    let started = std::time::Instant::now();
+    pods.delete(&name, &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(
+        "the deleted pgpool pod gone",
+        Duration::from_secs(40),
+        || async {
+            let p = pods.get_opt(&name).await.ok()?;
+            (p.and_then(|p| p.metadata.uid) != old_uid).then_some(())
+        },
+    )
+    .await;
+    let took = started.elapsed();
+    eprintln!("real_pgpool_pod: deletion took {took:?}");
+    assert!(
+        took >= Duration::from_secs(5),
+        "preStop sleep 5 ran first: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(25),
+        "pgpool stopped on SIGTERM: {took:?}"
+    );
+    // the PetSet controller replaces it and the Service routes to the new pod
+    wait_pod(
+        &pods,
+        &name,
+        "the replacement pod Ready",
+        Duration::from_secs(120),
+        |p| p.metadata.uid != old_uid && ready(p),
+    )
+    .await;
+    let answer = wait_for(
+        "SELECT 1 through the replacement",
+        Duration::from_secs(30),
+        || {
+            let ip = ip.clone();
+            async move { select_1(&ip, port).ok() }
+        },
+    )
+    .await;
+    assert_eq!(answer, "1");
+
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), provisioner).await;
     node.stop().await;

@@ -7,21 +7,25 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodStatus, Secret};
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::containers::{Ctr, Exit, ProbeKind, Tag, run_handler, should_restart};
+use super::containers::{Ctr, Exit, ProbeKind, Tag, should_restart};
 use super::status::{PodView, State, pod_status};
-use super::terminate::{Outcome, Processes, Signal, terminate};
+use super::terminate::{Outcome, terminate};
 use super::{Ctx, spec};
+
+mod procs;
+mod setup;
+
 use crate::container::Launch;
-use crate::probes::BoxFuture;
-use crate::volumes::{self, Sources, VolumePlan};
+use crate::volumes::{Sources, VolumePlan};
 use crate::{container, netns};
+use procs::PodProcs;
 
 /// Why the worker stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -415,82 +419,6 @@ impl Worker {
         Duration::from_secs(secs.max(0) as u64)
     }
 
-    async fn fetch_sources(&mut self) -> anyhow::Result<()> {
-        let (secrets, cms) = volumes::referenced_sources(&self.pod);
-        let ns = self.pod.metadata.namespace.clone().unwrap_or_default();
-        let secret_api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &ns);
-        let cm_api: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &ns);
-        let mut sources = Sources::default();
-        for s in secrets {
-            if let Some(secret) = secret_api.get_opt(&s).await? {
-                sources.add_secret(&secret);
-            }
-        }
-        for c in cms {
-            if let Some(cm) = cm_api.get_opt(&c).await? {
-                sources.add_config_map(&cm);
-            }
-        }
-        let spec = self.pod.spec.clone().unwrap_or_default();
-        let mut plans = BTreeMap::new();
-        for v in spec.volumes.iter().flatten() {
-            plans.insert(
-                v.name.clone(),
-                volumes::plan_volume(&self.pod, v, &sources, None)?,
-            );
-        }
-        for c in spec
-            .init_containers
-            .iter()
-            .flatten()
-            .chain(spec.containers.iter())
-        {
-            spec::env(&self.pod, c, &sources, None)?;
-        }
-        self.sources = sources;
-        self.plans = plans;
-        Ok(())
-    }
-
-    async fn setup(&mut self) -> anyhow::Result<()> {
-        let ip = self
-            .ctx
-            .ips
-            .lock()
-            .expect("ip pool")
-            .allocate()
-            .ok_or_else(|| anyhow::anyhow!("no free pod IP"))?;
-        self.ip = Some(ip);
-        self.view.pod_ip = Some(ip.to_string());
-        netns::add_pod(&self.ctx.config.net, &self.uid, ip).await?;
-        let _ = std::fs::remove_dir_all(&self.dir);
-        std::fs::create_dir_all(self.dir.join("logs"))?;
-        let ip_text = ip.to_string();
-        for (name, plan) in &self.plans {
-            // downward-API files may ask for the pod's IP: plan again now that it is known
-            let volume = self
-                .pod
-                .spec
-                .iter()
-                .flat_map(|s| s.volumes.iter().flatten())
-                .find(|v| &v.name == name);
-            let plan = match volume {
-                Some(v) => volumes::plan_volume(&self.pod, v, &self.sources, Some(&ip_text))?,
-                None => plan.clone(),
-            };
-            volumes::write_volume(&self.dir.join("volumes").join(name), &plan)?;
-        }
-        self.write_hosts();
-        Ok(())
-    }
-
-    fn write_hosts(&self) {
-        let Some(ip) = self.ip else { return };
-        let text = spec::hosts(&self.pod, &ip.to_string(), &self.ctx.services.borrow());
-        // in place: the containers see this file through a bind mount of its inode
-        let _ = std::fs::write(self.dir.join("hosts"), text);
-    }
-
     async fn start(&mut self, init: bool, idx: usize) -> anyhow::Result<()> {
         let ip = self.ip.ok_or_else(|| anyhow::anyhow!("no pod IP"))?;
         let c = if init {
@@ -576,8 +504,11 @@ impl Worker {
         if stop == Stop::Deleted {
             tracing::info!(pod = %self.name, grace = ?self.grace(), "terminating pod");
             let outcome = terminate(&procs, &names, &hooks, deadline).await;
-            if outcome == Outcome::Killed {
-                tracing::info!(pod = %self.name, "grace period over: killed");
+            match outcome {
+                Outcome::Killed => tracing::info!(pod = %self.name, "grace period over: killed"),
+                Outcome::Graceful => {
+                    tracing::info!(pod = %self.name, "containers stopped within the grace period")
+                }
             }
         } else {
             terminate(&procs, &names, &[], Instant::now()).await;
@@ -612,51 +543,5 @@ impl Worker {
             self.ctx.ips.lock().expect("ip pool").release(ip);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-type ProcEntry = (
-    k8s_openapi::api::core::v1::Container,
-    i32,
-    Arc<container::ContainerExec>,
-    watch::Receiver<bool>,
-);
-
-/// The running containers of a pod, for [`terminate`].
-struct PodProcs {
-    ctrs: Vec<ProcEntry>,
-    ip: Option<IpAddr>,
-}
-
-impl Processes for PodProcs {
-    fn pre_stop<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let Some((spec, _, exec, _)) = self.ctrs.iter().find(|c| c.0.name == name) else {
-                return;
-            };
-            let hook = spec.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref());
-            if let (Some(hook), Some(ip)) = (hook, self.ip) {
-                run_handler(hook, spec, ip, exec).await;
-            }
-        })
-    }
-
-    fn signal(&self, name: &str, signal: Signal) {
-        if let Some((_, pid, _, _)) = self.ctrs.iter().find(|c| c.0.name == name) {
-            let sig = match signal {
-                Signal::Term => rustix::process::Signal::TERM,
-                Signal::Kill => rustix::process::Signal::KILL,
-            };
-            container::signal(*pid, sig);
-        }
-    }
-
-    fn all_exited(&self) -> BoxFuture<'_, ()> {
-        let mut rxs: Vec<_> = self.ctrs.iter().map(|c| c.3.clone()).collect();
-        Box::pin(async move {
-            for rx in &mut rxs {
-                let _ = rx.wait_for(|exited| *exited).await;
-            }
-        })
     }
 }
