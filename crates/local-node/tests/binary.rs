@@ -18,7 +18,7 @@ async fn binary_runs_a_pod_and_cleans_up_on_sigterm() {
         return;
     }
     if link_exists("lnbr0") {
-        eprintln!("skipping binary: another local-node (bridge lnbr0) runs on this machine");
+        say("skipping binary: another local-node (bridge lnbr0) runs on this machine");
         return;
     }
     let server = testkit::TestServer::new();

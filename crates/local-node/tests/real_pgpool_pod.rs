@@ -289,7 +289,7 @@ async fn real_pgpool_pod_is_ready_and_answers_select_1_through_its_service() {
             p.display()
         );
         assert!(!in_ci(), "{msg}");
-        eprintln!("skipping real_pgpool_pod: {msg}");
+        say(&format!("skipping real_pgpool_pod: {msg}"));
         return;
     }
     let server = testkit::TestServer::new();
@@ -384,7 +384,9 @@ async fn real_pgpool_pod_is_ready_and_answers_select_1_through_its_service() {
     )
     .await;
     assert_eq!(answer, "1");
-    eprintln!("real_pgpool_pod: pgpool-II 4.6 pod {name} answered SELECT 1 through {ip}:{port}");
+    say(&format!(
+        "real_pgpool_pod: pgpool-II 4.6 pod {name} answered SELECT 1 through {ip}:{port}"
+    ));
 
     // deleted as a kubelet does it: preStop (sleep 5), then SIGTERM reaches pgpool as PID 1
     // and its smart shutdown ends it well within the 30 s grace period (no SIGKILL)
@@ -403,7 +405,7 @@ async fn real_pgpool_pod_is_ready_and_answers_select_1_through_its_service() {
     )
     .await;
     let took = started.elapsed();
-    eprintln!("real_pgpool_pod: deletion took {took:?}");
+    say(&format!("real_pgpool_pod: deletion took {took:?}"));
     assert!(
         took >= Duration::from_secs(5),
         "preStop sleep 5 ran first: {took:?}"

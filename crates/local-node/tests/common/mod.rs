@@ -13,9 +13,17 @@ use local_node::{ImageMap, NetConfig, NodeConfig, NodeHandle};
 pub fn root_or_skip(test: &str) -> bool {
     let root = rustix::process::geteuid().is_root();
     if !root {
-        eprintln!("skipping {test}: needs root (namespaces, mounts, links)");
+        say(&format!(
+            "skipping {test}: needs root (namespaces, mounts, links)"
+        ));
     }
     root
+}
+
+/// Prints a line past the test harness's output capture, so a plain `cargo test` shows it.
+pub fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// A node named `local` on bridge `<tag>br`, subnet 10.250.<n>.0/24.
