@@ -56,6 +56,9 @@ pub struct Launch {
     pub user: Option<User>,
     /// `allowPrivilegeEscalation: false`.
     pub no_new_privs: bool,
+    /// `readOnlyRootFilesystem: true`: the root is remounted read-only (volumes stay as
+    /// mounted).
+    pub read_only_root: bool,
     /// workingDir.
     pub workdir: Option<String>,
     /// Command and args.
@@ -128,7 +131,13 @@ pub fn script(l: &Launch) -> String {
     s.push_str("umount -l /.oldroot\nrmdir /.oldroot\n");
     s.push_str(&format!("hostname {}\n", quote(&l.hostname)));
     if let Some(w) = &l.workdir {
-        s.push_str(&format!("mkdir -p {w}\ncd {w}\n", w = quote(w)));
+        s.push_str(&format!("mkdir -p {w}\n", w = quote(w)));
+    }
+    if l.read_only_root {
+        s.push_str("mount -o remount,bind,ro /\n");
+    }
+    if let Some(w) = &l.workdir {
+        s.push_str(&format!("cd {w}\n", w = quote(w)));
     }
     s.push_str("PATH=\"$_path\"\nunset _path\n");
     let prefix: Vec<String> = setpriv(l.user.as_ref(), l.no_new_privs)
@@ -302,6 +311,7 @@ mod tests {
                 groups: vec![70],
             }),
             no_new_privs: true,
+            read_only_root: true,
             workdir: None,
             argv: vec!["/opt/pgpool-II/bin/pgpool".into(), "-n".into()],
             env: vec![],
@@ -319,6 +329,8 @@ mod tests {
         assert!(pivot < volume, "{s}");
         assert!(s.contains("mount -o remount,bind,ro '/etc/pgpool-config'"));
         assert!(s.contains("mount --bind '/.oldroot/state/pods/u/hosts' /etc/hosts"));
+        let ro = s.find("mount -o remount,bind,ro /\n").unwrap();
+        assert!(ro > s.find("rmdir /.oldroot").unwrap(), "{s}");
         assert!(s.ends_with(
             "exec 'setpriv' '--reuid=70' '--regid=70' '--groups=70' '--no-new-privs' '--' \"$@\"\n"
         ));
@@ -329,7 +341,10 @@ mod tests {
         let mut l = launch();
         l.user = None;
         l.no_new_privs = false;
-        assert!(script(&l).ends_with("exec \"$@\"\n"));
+        l.read_only_root = false;
+        let s = script(&l);
+        assert!(s.ends_with("exec \"$@\"\n"));
+        assert!(!s.contains("remount,bind,ro /\n"));
     }
 
     #[test]

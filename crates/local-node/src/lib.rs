@@ -26,10 +26,11 @@
 //! Services); changes apply after a propagation delay (default 1 s); established
 //! connections are never cut.
 //!
-//! Limits: one node; TCP only; no resource limits, cgroups, seccomp or capabilities beyond
-//! dropping to the pod's user (`allowPrivilegeEscalation: false` sets no_new_privs);
-//! `readOnlyRootFilesystem` is not enforced (the root is a private, writable overlay); volume
-//! files are written when the pod starts and not updated; ClusterIPs from two API servers
+//! Limits: one node; TCP only; no `hostNetwork`; no resource limits, cgroups, seccomp or
+//! capabilities beyond dropping to the pod's user (`allowPrivilegeEscalation: false` sets
+//! no_new_privs; `readOnlyRootFilesystem` remounts the root read-only); volume files are
+//! written when the pod starts and not updated; the grace period counts from when the node
+//! sees the deletion; ClusterIPs from two API servers
 //! must not overlap on one machine (testkit always allocates from 10.96.0.0/16).
 
 pub mod container;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, ExecAction, HTTPGetAction, HostPathVolumeSource, Lifecycle,
-    LifecycleHandler, Pod, PodSecurityContext, PodSpec, Probe, SecretVolumeSource, Service, Volume,
-    VolumeMount,
+    LifecycleHandler, Pod, PodSecurityContext, PodSpec, Probe, SecretVolumeSource, SecurityContext,
+    Service, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -29,7 +29,8 @@ fn sh(script: &str) -> Option<ExecAction> {
 fn web_pod(shared: &str) -> Pod {
     // passes only inside the pod: its user, PID 1, the Secret volume and /etc/hosts
     let startup = "[ \"$(id -u)\" = 1000 ] && grep -q http.server /proc/1/cmdline \
-                   && grep -qx hello /etc/web/greeting && grep -q 'web.default.svc' /etc/hosts";
+                   && grep -qx hello /etc/web/greeting && grep -q 'web.default.svc' /etc/hosts \
+                   && grep -Eq '^[0-9]+ [0-9]+ [0-9:]+ / / ro[, ]' /proc/self/mountinfo";
     Pod {
         metadata: testkit::fixtures::meta("default", "web-0"),
         spec: Some(PodSpec {
@@ -77,6 +78,11 @@ fn web_pod(shared: &str) -> Pod {
                         ..VolumeMount::default()
                     },
                 ]),
+                security_context: Some(SecurityContext {
+                    read_only_root_filesystem: Some(true),
+                    allow_privilege_escalation: Some(false),
+                    ..SecurityContext::default()
+                }),
                 ..Container::default()
             }],
             volumes: Some(vec![

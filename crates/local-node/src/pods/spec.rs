@@ -112,6 +112,14 @@ pub fn no_new_privs(c: &Container) -> bool {
         == Some(false)
 }
 
+/// `readOnlyRootFilesystem: true` on the container.
+pub fn read_only_root(c: &Container) -> bool {
+    c.security_context
+        .as_ref()
+        .and_then(|s| s.read_only_root_filesystem)
+        == Some(true)
+}
+
 /// The argv: the image map's command for test images, else the container's command + args.
 pub fn argv(c: &Container, runtime: &ImageRuntime) -> Vec<String> {
     if let Some(cmd) = &runtime.command {

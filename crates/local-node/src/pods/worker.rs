@@ -440,6 +440,7 @@ impl Worker {
             hosts_file: Some(self.dir.join("hosts")),
             user: spec::user(&self.pod, &c.spec),
             no_new_privs: spec::no_new_privs(&c.spec),
+            read_only_root: spec::read_only_root(&c.spec),
             workdir: c.spec.working_dir.clone(),
             argv: spec::argv(&c.spec, &c.runtime),
             env,

@@ -50,19 +50,27 @@ struct Frontend {
 async fn serve(listener: TcpListener, backends: Arc<Backends>) {
     loop {
         let Ok((mut client, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        // like iptables DNAT: one endpoint per connection, no retry elsewhere
+        // like iptables DNAT: one endpoint per connection, no retry elsewhere; without an
+        // endpoint (or when it refuses) the client gets a reset, as kube-proxy's reject
         let Some(target) = backends.pick() else {
+            let _ = client.set_zero_linger();
             drop(client);
             continue;
         };
         tokio::spawn(async move {
             let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await;
-            if let Ok(Ok(mut server)) = connect {
-                let _ = server.set_nodelay(true);
-                let _ = client.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            match connect {
+                Ok(Ok(mut server)) => {
+                    let _ = server.set_nodelay(true);
+                    let _ = client.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+                _ => {
+                    let _ = client.set_zero_linger();
+                }
             }
         });
     }
