@@ -1,10 +1,12 @@
 //! A real pgpool-II pod (root only): PostgreSQL 15 runs on the host behind a selector-less
 //! Service published by an EndpointSlice; the real provisioner controllers turn a Pgpool into
 //! a PetSet and a pod against testkit's API server; the node runs the pod from the real
-//! pgpool-II 4.6 binaries (`scripts/install-pgpool-versions.sh`); the pod becomes Ready
-//! through its real readiness probe, and `psql` on the host gets `SELECT 1` through the
-//! Pgpool Service's ClusterIP. Skips with one line without root, PostgreSQL 15 or the
-//! binaries (in CI a missing piece fails the test).
+//! pgpool-II binaries of each line (4.3.x from Debian bookworm, 4.6.x and 4.7.x from
+//! `scripts/install-pgpool-versions.sh`) through the shipped `images.example.yaml`; the pod
+//! becomes Ready through its real readiness probe, `psql` on the host gets `SELECT 1` through
+//! the Pgpool Service's ClusterIP, and a deleted pod goes through preStop and SIGTERM and is
+//! replaced. Skips with one line without root, PostgreSQL 15 or a line's binaries (in CI a
+//! missing piece fails the test).
 
 mod common;
 
@@ -23,7 +25,16 @@ use common::*;
 
 const NS: &str = "demo";
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-const IMAGE: &str = "ghcr.io/appscode-images/pgpool2:4.6.0";
+/// (catalog version, the binary its image maps to, relative to the repository or absolute)
+const LINES: [(&str, &str); 3] = [
+    ("4.3.5", "/usr/sbin/pgpool"),
+    ("4.6.1", ".cache/pgpool/4.6/bin/pgpool"),
+    ("4.7.3", ".cache/pgpool/4.7/bin/pgpool"),
+];
+
+fn image(version: &str) -> String {
+    format!("ghcr.io/appscode-images/pgpool2:{version}")
+}
 const PASSWORD: &str = "s3cret-backend";
 
 fn in_ci() -> bool {
@@ -163,15 +174,15 @@ fn select_1(host: &str, port: u16) -> Result<String, String> {
     }
 }
 
-async fn install_backend(client: &kube::Client, gateway: &str, pg_port: u16) {
+async fn install_backend(client: &kube::Client, version: &str, gateway: &str, pg_port: u16) {
     let pp = PostParams::default();
     let version: PgpoolVersion = serde_json::from_value(json!({
         "apiVersion": "catalog.kubedb.com/v1alpha1",
         "kind": "PgpoolVersion",
-        "metadata": {"name": "4.6.0"},
+        "metadata": {"name": version},
         "spec": {
-            "version": "4.6.0",
-            "pgpool": {"image": IMAGE},
+            "version": version,
+            "pgpool": {"image": image(version)},
             "securityContext": {"runAsUser": 70}
         }
     }))
@@ -272,39 +283,44 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_pgpool_pod_is_ready_and_answers_select_1_through_its_service() {
+async fn real_pgpool_pods_are_ready_and_answer_select_1_through_their_service() {
     if !root_or_skip("real_pgpool_pod") {
         return;
     }
-    let pgpool_dir = repo().join(".cache/pgpool/4.6");
-    let missing = [
-        PathBuf::from(PG_BIN).join("postgres"),
-        pgpool_dir.join("bin/pgpool"),
-    ]
-    .into_iter()
-    .find(|p| !p.exists());
-    if let Some(p) = missing {
-        let msg = format!(
-            "{} missing (scripts/install-pgpool-versions.sh, postgresql-15)",
-            p.display()
-        );
+    if !Path::new(PG_BIN).join("postgres").exists() {
+        let msg = format!("no PostgreSQL 15 under {PG_BIN} (scripts/install-pgpool-test-deps.sh)");
         assert!(!in_ci(), "{msg}");
         say(&format!("skipping real_pgpool_pod: {msg}"));
         return;
     }
+    let map = repo().join("crates/local-node/images.example.yaml");
+    let images = local_node::ImageMap::load(&map).unwrap();
+    for (version, binary) in LINES {
+        let binary = repo().join(binary);
+        if !binary.exists() {
+            let msg = format!(
+                "{} missing (scripts/install-pgpool-versions.sh)",
+                binary.display()
+            );
+            assert!(!in_ci(), "{msg}");
+            say(&format!("real_pgpool_pod: skipping {version}: {msg}"));
+            continue;
+        }
+        run_line(version, images.clone()).await;
+    }
+}
+
+/// One pgpool-II line end to end.
+async fn run_line(version: &str, images: local_node::ImageMap) {
     let server = testkit::TestServer::new();
     let client = server.client();
     let state = tempfile::tempdir().unwrap();
-    let images = format!(
-        "images:\n  {IMAGE}:\n    mounts:\n      /opt/pgpool-II: {}\n",
-        pgpool_dir.canonicalize().unwrap().display()
-    );
-    let node = node(client.clone(), "ltp", 3, &images, state.path()).await;
+    let node = node_with(client.clone(), "ltp", 3, images, state.path()).await;
     let gateway = "10.250.3.1";
     let pg_dir = tempfile::tempdir().unwrap();
     let pg_port = free_port();
     let _pg = start_postgres(pg_dir.path(), gateway, pg_port);
-    install_backend(&client, gateway, pg_port).await;
+    install_backend(&client, version, gateway, pg_port).await;
 
     let registry = prometheus::Registry::new();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -334,7 +350,7 @@ async fn real_pgpool_pod_is_ready_and_answers_select_1_through_its_service() {
 
     let pgpool: Pgpool = serde_yaml::from_str(&format!(
         "apiVersion: kubedb.com/v1alpha2\nkind: Pgpool\nmetadata: {{name: pp, namespace: {NS}}}\n\
-         spec: {{version: '4.6.0', replicas: 1, postgresRef: {{name: ha-postgres, namespace: {NS}}}, deletionPolicy: WipeOut}}\n"
+         spec: {{version: '{version}', replicas: 1, postgresRef: {{name: ha-postgres, namespace: {NS}}}, deletionPolicy: WipeOut}}\n"
     ))
     .unwrap();
     Api::<Pgpool>::namespaced(client.clone(), NS)
@@ -385,7 +401,7 @@ async fn real_pgpool_pod_is_ready_and_answers_select_1_through_its_service() {
     .await;
     assert_eq!(answer, "1");
     say(&format!(
-        "real_pgpool_pod: pgpool-II 4.6 pod {name} answered SELECT 1 through {ip}:{port}"
+        "real_pgpool_pod: pgpool-II {version} pod {name} answered SELECT 1 through {ip}:{port}"
     ));
 
     // deleted as a kubelet does it: preStop (sleep 5), then SIGTERM reaches pgpool as PID 1
@@ -405,7 +421,9 @@ async fn real_pgpool_pod_is_ready_and_answers_select_1_through_its_service() {
     )
     .await;
     let took = started.elapsed();
-    say(&format!("real_pgpool_pod: deletion took {took:?}"));
+    say(&format!(
+        "real_pgpool_pod: {version}: deletion took {took:?}"
+    ));
     assert!(
         took >= Duration::from_secs(5),
         "preStop sleep 5 ran first: {took:?}"

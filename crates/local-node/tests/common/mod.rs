@@ -26,12 +26,25 @@ pub fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-/// A node named `local` on bridge `<tag>br`, subnet 10.250.<n>.0/24.
+/// A node named `local` on bridge `<tag>br`, subnet 10.250.<n>.0/24, with an image map
+/// given as YAML text (host paths absolute).
 pub async fn node(
     client: kube::Client,
     tag: &str,
     n: u8,
     images: &str,
+    state: &std::path::Path,
+) -> NodeHandle {
+    let images = ImageMap::parse(images, std::path::Path::new("/")).expect("image map");
+    node_with(client, tag, n, images, state).await
+}
+
+/// [`node`] with a parsed image map.
+pub async fn node_with(
+    client: kube::Client,
+    tag: &str,
+    n: u8,
+    images: ImageMap,
     state: &std::path::Path,
 ) -> NodeHandle {
     let config = NodeConfig {
@@ -53,7 +66,6 @@ pub async fn node(
                 .unwrap_or_else(|_| "local_node=info".into()),
         )
         .try_init();
-    let images = ImageMap::parse(images, std::path::Path::new("/")).expect("image map");
     local_node::start(client, config, images)
         .await
         .expect("node")
