@@ -29,8 +29,7 @@
 //! Limits: one node; TCP only; no `hostNetwork`; no resource limits, cgroups, seccomp or
 //! capabilities beyond dropping to the pod's user (`allowPrivilegeEscalation: false` sets
 //! no_new_privs; `readOnlyRootFilesystem` remounts the root read-only); volume files are
-//! written when the pod starts and not updated; the grace period counts from when the node
-//! sees the deletion; ClusterIPs from two API servers
+//! written when the pod starts and not updated; ClusterIPs from two API servers
 //! must not overlap on one machine (testkit always allocates from 10.96.0.0/16).
 
 pub mod container;

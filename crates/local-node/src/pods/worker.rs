@@ -118,6 +118,34 @@ async fn wait_change(
     }
 }
 
+/// Resolves when the pod object is gone (or replaced) or the node shuts down.
+async fn wait_gone(
+    pod_rx: &mut watch::Receiver<Option<Pod>>,
+    shutdown: &mut watch::Receiver<bool>,
+    uid: &str,
+) {
+    loop {
+        let gone = pod_rx
+            .borrow()
+            .as_ref()
+            .is_none_or(|p| p.metadata.uid.as_deref() != Some(uid));
+        if gone || *shutdown.borrow() || wait_change(pod_rx, shutdown).await {
+            return;
+        }
+    }
+}
+
+/// How long a deleted pod's containers get: until its `deletionTimestamp` (deletion time +
+/// grace period, as the API server sets it, in whole seconds: the truncated second is given
+/// back), at most the grace period from now.
+pub(crate) fn deletion_wait(pod: &Pod, grace: Duration, now: Timestamp) -> Duration {
+    let Some(ts) = pod.metadata.deletion_timestamp.as_ref() else {
+        return grace;
+    };
+    let left_ms = ts.0.as_millisecond() + 999 - now.as_millisecond();
+    Duration::from_millis(left_ms.max(0) as u64).min(grace)
+}
+
 impl Worker {
     fn stop_reason(&self) -> Option<Stop> {
         if *self.shutdown.borrow() {
@@ -471,7 +499,7 @@ impl Worker {
     /// Stops what runs (gracefully on deletion), writes the last status, removes the pod
     /// object (deletion) and cleans up the node's side.
     async fn finish(&mut self, stop: Stop) {
-        let deadline = Instant::now() + self.grace();
+        let deadline = Instant::now() + deletion_wait(&self.pod, self.grace(), Timestamp::now());
         let ip = self.ip.map(IpAddr::V4);
         let procs = PodProcs {
             ctrs: self
@@ -504,7 +532,14 @@ impl Worker {
             .collect();
         if stop == Stop::Deleted {
             tracing::info!(pod = %self.name, grace = ?self.grace(), "terminating pod");
-            let outcome = terminate(&procs, &names, &hooks, deadline).await;
+            let graceful = terminate(&procs, &names, &hooks, deadline);
+            // a force delete (the object gone) or the node's shutdown ends the wait
+            let outcome = tokio::select! {
+                o = graceful => o,
+                _ = wait_gone(&mut self.pod_rx, &mut self.shutdown, &self.uid) => {
+                    terminate(&procs, &names, &[], Instant::now()).await
+                }
+            };
             match outcome {
                 Outcome::Killed => tracing::info!(pod = %self.name, "grace period over: killed"),
                 Outcome::Graceful => {
@@ -544,5 +579,32 @@ impl Worker {
             self.ctx.ips.lock().expect("ip pool").release(ip);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+
+    #[test]
+    fn the_grace_period_counts_from_the_deletion() {
+        let now = Timestamp::from_second(1000).unwrap();
+        let grace = Duration::from_secs(30);
+        let mut pod = Pod::default();
+        assert_eq!(deletion_wait(&pod, grace, now), grace);
+        // deleted about 10 s ago with 30 s: 20 s left (plus the second the timestamp drops)
+        pod.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(1020).unwrap()));
+        assert_eq!(
+            deletion_wait(&pod, grace, now),
+            Duration::from_millis(20_999)
+        );
+        // past the deadline: nothing left
+        pod.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(998).unwrap()));
+        assert_eq!(deletion_wait(&pod, grace, now), Duration::ZERO);
+        // a clock skew never gives more than the grace period
+        pod.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(2000).unwrap()));
+        assert_eq!(deletion_wait(&pod, grace, now), grace);
     }
 }
