@@ -2,9 +2,24 @@
 //! period), then SIGTERM, then SIGKILL for whatever still runs when the grace period, counted
 //! from the deletion, is over.
 
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
 use tokio::time::Instant;
 
 use crate::probes::BoxFuture;
+
+/// How long a deleted pod's containers get: until its `deletionTimestamp` (deletion time +
+/// grace period, as the API server sets it, in whole seconds: the truncated second is given
+/// back), at most the grace period from now.
+pub fn deletion_wait(pod: &Pod, grace: Duration, now: Timestamp) -> Duration {
+    let Some(ts) = pod.metadata.deletion_timestamp.as_ref() else {
+        return grace;
+    };
+    let left_ms = ts.0.as_millisecond() + 999 - now.as_millisecond();
+    Duration::from_millis(left_ms.max(0) as u64).min(grace)
+}
 
 /// A signal to a container's PID 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +80,7 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Duration;
 
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use tokio::sync::watch;
 
     use super::*;
@@ -172,5 +188,25 @@ mod tests {
         assert_eq!(out, Outcome::Killed);
         assert_eq!(fake.events(), ["prestop a", "Term a", "Kill a"]);
         assert!(fake.at("Kill a") < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_grace_period_counts_from_the_deletion() {
+        let now = Timestamp::from_second(1000).unwrap();
+        let grace = Duration::from_secs(30);
+        let mut pod = Pod::default();
+        assert_eq!(deletion_wait(&pod, grace, now), grace);
+        // deleted about 10 s ago with 30 s: 20 s left (plus the second the timestamp drops)
+        pod.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(1020).unwrap()));
+        assert_eq!(
+            deletion_wait(&pod, grace, now),
+            Duration::from_millis(20_999)
+        );
+        // past the deadline: nothing left
+        pod.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(998).unwrap()));
+        assert_eq!(deletion_wait(&pod, grace, now), Duration::ZERO);
+        // a clock skew never gives more than the grace period
+        pod.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(2000).unwrap()));
+        assert_eq!(deletion_wait(&pod, grace, now), grace);
     }
 }

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::containers::{Ctr, Exit, ProbeKind, Tag, should_restart};
 use super::status::{PodView, State, pod_status};
-use super::terminate::{Outcome, terminate};
+use super::terminate::{Outcome, deletion_wait, terminate};
 use super::{Ctx, spec};
 
 mod procs;
@@ -133,17 +133,6 @@ async fn wait_gone(
             return;
         }
     }
-}
-
-/// How long a deleted pod's containers get: until its `deletionTimestamp` (deletion time +
-/// grace period, as the API server sets it, in whole seconds: the truncated second is given
-/// back), at most the grace period from now.
-pub(crate) fn deletion_wait(pod: &Pod, grace: Duration, now: Timestamp) -> Duration {
-    let Some(ts) = pod.metadata.deletion_timestamp.as_ref() else {
-        return grace;
-    };
-    let left_ms = ts.0.as_millisecond() + 999 - now.as_millisecond();
-    Duration::from_millis(left_ms.max(0) as u64).min(grace)
 }
 
 impl Worker {
@@ -579,32 +568,5 @@ impl Worker {
             self.ctx.ips.lock().expect("ip pool").release(ip);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-    use super::*;
-
-    #[test]
-    fn the_grace_period_counts_from_the_deletion() {
-        let now = Timestamp::from_second(1000).unwrap();
-        let grace = Duration::from_secs(30);
-        let mut pod = Pod::default();
-        assert_eq!(deletion_wait(&pod, grace, now), grace);
-        // deleted about 10 s ago with 30 s: 20 s left (plus the second the timestamp drops)
-        pod.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(1020).unwrap()));
-        assert_eq!(
-            deletion_wait(&pod, grace, now),
-            Duration::from_millis(20_999)
-        );
-        // past the deadline: nothing left
-        pod.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(998).unwrap()));
-        assert_eq!(deletion_wait(&pod, grace, now), Duration::ZERO);
-        // a clock skew never gives more than the grace period
-        pod.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(2000).unwrap()));
-        assert_eq!(deletion_wait(&pod, grace, now), grace);
     }
 }
