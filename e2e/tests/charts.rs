@@ -391,6 +391,8 @@ const OPS_MANAGER: &[(&str, &str, &[&str])] = &[
     ),
     ("", "pods", &["get", "list", "watch", "delete"]),
     ("", "pods/eviction", &["create"]),
+    // Why an eviction is refused: the budget's DisruptionAllowed condition.
+    ("policy", "poddisruptionbudgets", READ),
     ("events.k8s.io", "events", EVENTS),
     ("", "events", EVENTS),
 ];

@@ -5,7 +5,8 @@
 //!
 //! [`TestServer::new`] serves the built-in kinds the operators use (core v1 Pods, Secrets,
 //! Services, ServiceAccounts, ConfigMaps, PersistentVolumeClaims, Events, Endpoints,
-//! Namespaces, Nodes; events.k8s.io/v1 Events; apps/v1 ControllerRevisions, StatefulSets,
+//! Namespaces, Nodes; events.k8s.io/v1 Events; discovery.k8s.io/v1 EndpointSlices;
+//! apps/v1 ControllerRevisions, StatefulSets,
 //! Deployments; policy/v1 PodDisruptionBudgets; coordination.k8s.io/v1 Leases;
 //! apiextensions.k8s.io/v1 CustomResourceDefinitions) and every CRD returned by
 //! `pgpool_api::crds::all()`. More CRDs can be added with [`TestServer::register_crd`] or by
@@ -68,7 +69,8 @@
 //!   subresource for kinds that declare it (PetSet, StatefulSet, Deployment);
 //! - validation of names (DNS-1123 subdomain; DNS-1035 label for Services) and labels,
 //!   and pod spec immutability (only images, activeDeadlineSeconds, tolerations and binding
-//!   may change), with `422 Invalid`; Services get a clusterIP that updates keep;
+//!   may change), with `422 Invalid`; Services get a clusterIP (absent or empty; headless
+//!   `None` stays) that updates keep;
 //! - errors are `metav1.Status` bodies with code and reason.
 //!
 //! Not modelled: authentication/authorization, CRD schema validation and pruning,

@@ -108,6 +108,15 @@ pub(crate) fn builtins() -> Vec<ResourceInfo> {
         ),
         builtin("", "Event", "events", true, false, false, &["ev"]),
         builtin("", "Endpoints", "endpoints", true, false, false, &["ep"]),
+        builtin(
+            "discovery.k8s.io",
+            "EndpointSlice",
+            "endpointslices",
+            true,
+            false,
+            false,
+            &[],
+        ),
         builtin("", "Namespace", "namespaces", false, true, false, &["ns"]),
         builtin("", "Node", "nodes", false, true, false, &["no"]),
         builtin(

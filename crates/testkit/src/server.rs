@@ -1116,8 +1116,13 @@ fn apply_create_defaults(st: &mut State, info: &ResourceInfo, obj: &mut Value) {
             let ip = obj
                 .pointer("/spec/clusterIP")
                 .and_then(Value::as_str)
+                .filter(|ip| !ip.is_empty())
                 .map(str::to_string);
-            if ty != "ExternalName" && ip.is_none() {
+            // a real API server allocates for an absent or empty clusterIP; "None" (headless)
+            // is kept and mirrored into clusterIPs
+            if ty != "ExternalName" && ip.as_deref() == Some("None") {
+                set_path(obj, &["spec".into(), "clusterIPs".into()], json!(["None"]));
+            } else if ty != "ExternalName" && ip.is_none() {
                 let n = st.next_counter();
                 let ip = format!("10.96.{}.{}", (n / 250) % 250, n % 250 + 1);
                 set_path(obj, &["spec".into(), "clusterIP".into()], json!(ip));

@@ -1206,3 +1206,53 @@ async fn secret_string_data_is_stored_as_data() {
     assert!(patched.string_data.is_none());
     assert_eq!(patched.data.unwrap()["password"].0, b"changed");
 }
+
+/// As a real API server: an empty clusterIP gets a distinct address, a headless Service keeps
+/// `None` (mirrored into clusterIPs), and EndpointSlices (discovery.k8s.io/v1) are served.
+#[tokio::test]
+async fn services_get_distinct_cluster_ips_headless_keeps_none_and_slices_are_served() {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+    let s = server();
+    let svcs: Api<Service> = Api::namespaced(s.client(), "default");
+    let pp = PostParams::default();
+    let mut empty = fixtures::service("default", "a", [("app", "a")], 80);
+    empty.spec.as_mut().unwrap().cluster_ip = Some(String::new());
+    let a = svcs.create(&pp, &empty).await.unwrap().spec.unwrap();
+    let b = svcs
+        .create(&pp, &fixtures::service("default", "b", [("app", "b")], 80))
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
+    let ip_a = a.cluster_ip.clone().unwrap();
+    assert!(ip_a.parse::<std::net::Ipv4Addr>().is_ok(), "{ip_a:?}");
+    assert_ne!(a.cluster_ip, b.cluster_ip);
+    assert_eq!(a.cluster_ips, Some(vec![ip_a]));
+    let mut headless = fixtures::service("default", "h", [("app", "h")], 80);
+    headless.spec.as_mut().unwrap().cluster_ip = Some("None".into());
+    let h = svcs.create(&pp, &headless).await.unwrap().spec.unwrap();
+    assert_eq!(h.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(h.cluster_ips, Some(vec!["None".to_string()]));
+
+    let slices: Api<EndpointSlice> = Api::namespaced(s.client(), "default");
+    let slice = EndpointSlice {
+        metadata: kube::api::ObjectMeta {
+            name: Some("pg-1".into()),
+            labels: Some([("kubernetes.io/service-name".to_string(), "pg".to_string())].into()),
+            ..Default::default()
+        },
+        address_type: "IPv4".into(),
+        endpoints: vec![Endpoint {
+            addresses: vec!["127.0.0.1".into()],
+            ..Default::default()
+        }],
+        ports: None,
+    };
+    slices.create(&pp, &slice).await.unwrap();
+    let listed = slices
+        .list(&kube::api::ListParams::default().labels("kubernetes.io/service-name=pg"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+}
