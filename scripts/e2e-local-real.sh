@@ -5,19 +5,16 @@
 # e2e/tests/update_under_load.rs driving a 3-replica Pgpool through 4.3.5 -> 4.6.1 -> 4.7.3
 # and a crashing update under client load.
 #
-# Not called by the Makefile yet: it needs crates/local-node. Its command line is assumed
-# here (LOCAL_NODE_ARGS); adjust it, then point `make e2e-local` at this script.
-#
 # Needs root (network namespaces, and PostgreSQL runs as `postgres`), cargo, kubectl, curl,
 # Debian's postgresql and pgpool2 (scripts/install-pgpool-test-deps.sh) and the 4.6/4.7
 # binaries (scripts/install-pgpool-versions.sh).
 #
 # Environment:
 #   HOST_IP            the host's address on the local node's pod bridge, where pods reach
-#                      PostgreSQL (default: what `local-node --print-host-ip` prints)
+#                      PostgreSQL (default 10.244.0.1, the gateway of local-node's default
+#                      pod network)
 #   PG_PORT            PostgreSQL's port on the host (default 15432)
-#   LOCAL_NODE_ARGS    local-node's arguments (default: --kubeconfig <the API server's>
-#                      --node-name local-0 --images e2e/local-images.yaml)
+#   LOCAL_NODE_ARGS    extra local-node arguments (e.g. --propagation-delay 2s)
 #   PROVISIONER_PORT / OPS_MANAGER_PORT   metrics ports on 127.0.0.1 (18080 / 18081)
 set -euo pipefail
 
@@ -90,16 +87,13 @@ kubeconfig_written() { [ -s "$KUBECONFIG_FILE" ] && grep -q '^listening on' "$ST
 wait_for kubeconfig_written 30 || die "testkit-apiserver did not start"
 kc() { kubectl --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 
-# 2. the local node: binds pods, runs them, routes ClusterIPs (the flags are assumed)
-if [ -n "${LOCAL_NODE_ARGS:-}" ]; then
-  read -r -a node_args <<<"$LOCAL_NODE_ARGS"
-else
-  node_args=(--kubeconfig "$KUBECONFIG_FILE" --node-name local-0 --images "$ROOT/e2e/local-images.yaml")
-fi
-"$BIN/local-node" "${node_args[@]}" >"$STATE_DIR/local-node.log" 2>&1 &
+# 2. the local node: binds pods, runs them, routes ClusterIPs
+read -r -a extra_node_args <<<"${LOCAL_NODE_ARGS:-}"
+"$BIN/local-node" --kubeconfig "$KUBECONFIG_FILE" --node-name local-0 \
+  --images "$ROOT/e2e/local-images.yaml" --state-dir "$STATE_DIR/node" \
+  "${extra_node_args[@]}" >"$STATE_DIR/local-node.log" 2>&1 &
 PIDS+=("$!")
-HOST_IP="${HOST_IP:-$("$BIN/local-node" --print-host-ip)}"
-[ -n "$HOST_IP" ] || die "no HOST_IP: the host's address on the pod bridge"
+HOST_IP="${HOST_IP:-10.244.0.1}"
 
 # 3. PostgreSQL as postgres, listening on every address (the bridge's too, whenever the node
 #    creates it), with the Secret's password

@@ -480,9 +480,9 @@ fn describe_pods(pods: &[Pod]) -> String {
     }
 }
 
-/// The image map of the local node covers every image of the scenario's catalog, and
-/// each entry is `paths` (bind mounts) or `command`, with the pgpool binary of the PetSet's
-/// container command (`/opt/pgpool-II/bin/pgpool`) among the paths of a real image.
+/// The image map of the local node covers every image of the scenario's catalog (read with
+/// the node's own parser): the crash image replaces the command, every real image mounts the
+/// pgpool binary of the PetSet's container command (`/opt/pgpool-II/bin/pgpool`).
 #[test]
 fn local_images_cover_the_local_catalog() {
     let root = e2e::charts::workspace_root();
@@ -490,10 +490,8 @@ fn local_images_cover_the_local_catalog() {
         &std::fs::read_to_string(root.join("e2e/manifests/local/catalog.yaml")).expect("catalog"),
     )
     .expect("parse the catalog");
-    let map: BTreeMap<String, serde_yaml::Value> = serde_yaml::from_str(
-        &std::fs::read_to_string(root.join("e2e/local-images.yaml")).expect("image map"),
-    )
-    .expect("parse the image map");
+    let map = local_node::images::ImageMap::load(&root.join("e2e/local-images.yaml"))
+        .expect("parse the image map");
     for name in std::iter::once(SOURCE).chain(UPDATES).chain([CRASH]) {
         let v = catalog
             .iter()
@@ -501,26 +499,20 @@ fn local_images_cover_the_local_catalog() {
             .unwrap_or_else(|| panic!("no {name} in the catalog"));
         let image = &v.spec.pgpool.image;
         let entry = map
-            .get(image)
+            .resolve(image)
             .unwrap_or_else(|| panic!("{image} ({name}) is not in e2e/local-images.yaml"));
-        let keys: Vec<&str> = entry
-            .as_mapping()
-            .expect("a mapping")
-            .keys()
-            .filter_map(|k| k.as_str())
-            .collect();
         if name == CRASH {
-            assert_eq!(keys, ["command"], "{image}");
-            let argv = entry["command"].as_sequence().expect("command is a list");
-            assert!(!argv.is_empty(), "{image}: empty command");
+            assert!(
+                entry.command.as_ref().is_some_and(|c| !c.is_empty()),
+                "{image}: a command"
+            );
         } else {
-            assert_eq!(keys, ["paths"], "{image}");
-            let paths = entry["paths"].as_mapping().expect("paths is a mapping");
-            let covers = paths
+            assert!(entry.command.is_none(), "{image}: runs its own command");
+            let covers = entry
+                .mounts
                 .keys()
-                .filter_map(|k| k.as_str())
                 .any(|p| std::path::Path::new("/opt/pgpool-II/bin/pgpool").starts_with(p));
-            assert!(covers, "{image}: no path covers /opt/pgpool-II/bin/pgpool");
+            assert!(covers, "{image}: no mount covers /opt/pgpool-II/bin/pgpool");
         }
     }
 }
