@@ -22,7 +22,6 @@
 //!
 //! Without `E2E=1` and a reachable cluster it prints one line and passes.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
