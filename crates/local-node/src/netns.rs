@@ -61,12 +61,18 @@ pub fn short_id(uid: &str) -> String {
     hex[hex.len() - 8..].to_lowercase()
 }
 
-/// Pod IP allocation in the subnet (pure): the lowest free address after the gateway.
+/// Pod IP allocation in the subnet (pure): the next free address after the one given last,
+/// wrapping, as the host-local IPAM of a real node does. A released address is not handed out
+/// again at once: the host's neighbour (ARP) entry for it still names the old pod's veth, and a
+/// new pod on the same address was unreachable for seconds (new connections to it timed out
+/// while the entry went stale), which an immediate reuse turned into failed client queries.
 #[derive(Debug, Clone)]
 pub struct IpPool {
     first: u32,
     last: u32,
     used: BTreeSet<u32>,
+    /// The address given out last.
+    cursor: Option<u32>,
 }
 
 impl IpPool {
@@ -78,13 +84,21 @@ impl IpPool {
             first: base + 2,
             last: (u64::from(base) + size - 2) as u32,
             used: BTreeSet::new(),
+            cursor: None,
         }
     }
 
-    /// Takes a free address.
+    /// Takes a free address: the first free one after the last given, wrapping around.
     pub fn allocate(&mut self) -> Option<Ipv4Addr> {
-        let ip = (self.first..=self.last).find(|ip| !self.used.contains(ip))?;
+        let start = match self.cursor {
+            Some(c) if c < self.last => c + 1,
+            _ => self.first,
+        };
+        let ip = (start..=self.last)
+            .chain(self.first..start)
+            .find(|ip| !self.used.contains(ip))?;
         self.used.insert(ip);
+        self.cursor = Some(ip);
         Some(Ipv4Addr::from(ip))
     }
 
@@ -155,7 +169,19 @@ pub async fn add_pod(cfg: &NetConfig, uid: &str, addr: Ipv4Addr) -> anyhow::Resu
     ip(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0"]).await?;
     ip(&["-n", &ns, "link", "set", "lo", "up"]).await?;
     ip(&["-n", &ns, "link", "set", "eth0", "up"]).await?;
-    ip(&["-n", &ns, "route", "add", "default", "via", &gw]).await
+    ip(&["-n", &ns, "route", "add", "default", "via", &gw]).await?;
+    // An address used before (after a wrap) may still have a neighbour entry naming the old
+    // pod's veth: forget it, so the first packet asks for the new one.
+    let _ = ip(&[
+        "neigh",
+        "flush",
+        "to",
+        &addr.to_string(),
+        "dev",
+        &cfg.bridge,
+    ])
+    .await;
+    Ok(())
 }
 
 /// Removes a pod's network namespace (its veth pair goes with it).
@@ -189,7 +215,7 @@ mod tests {
     }
 
     #[test]
-    fn pool_skips_network_and_gateway_and_reuses_released_addresses() {
+    fn pool_skips_network_and_gateway_and_reuses_released_addresses_last() {
         let cfg = NetConfig {
             subnet: Ipv4Addr::new(10, 9, 0, 0),
             prefix_len: 30,
@@ -201,5 +227,20 @@ mod tests {
         assert_eq!(pool.allocate(), None, "a /30 has one pod address");
         pool.release(a);
         assert_eq!(pool.allocate(), Some(a));
+
+        // A replacement pod does not get the address its predecessor just gave back.
+        let cfg = NetConfig {
+            subnet: Ipv4Addr::new(10, 9, 0, 0),
+            prefix_len: 29,
+            ..NetConfig::default()
+        };
+        let mut pool = IpPool::new(&cfg);
+        let first: Vec<Ipv4Addr> = (0..3).map(|_| pool.allocate().unwrap()).collect();
+        assert_eq!(first[0], Ipv4Addr::new(10, 9, 0, 2));
+        pool.release(first[0]);
+        assert_eq!(pool.allocate(), Some(Ipv4Addr::new(10, 9, 0, 5)));
+        assert_eq!(pool.allocate(), Some(Ipv4Addr::new(10, 9, 0, 6)));
+        assert_eq!(pool.allocate(), Some(first[0]), "wraps to the free one");
+        assert_eq!(pool.allocate(), None);
     }
 }
