@@ -390,16 +390,7 @@ async fn run_line(version: &str, images: local_node::ImageMap) {
         .unwrap();
     let ip = svc.spec.unwrap().cluster_ip.unwrap();
     let port = u16::try_from(names::PORT_PRIMARY).unwrap();
-    let answer = wait_for(
-        "SELECT 1 through the Pgpool Service",
-        Duration::from_secs(30),
-        || {
-            let ip = ip.clone();
-            async move { select_1(&ip, port).ok() }
-        },
-    )
-    .await;
-    assert_eq!(answer, "1");
+    assert_selects_1(&ip, port, "SELECT 1 through the Pgpool Service").await;
     say(&format!(
         "real_pgpool_pod: pgpool-II {version} pod {name} answered SELECT 1 through {ip}:{port}"
     ));
@@ -441,19 +432,19 @@ async fn run_line(version: &str, images: local_node::ImageMap) {
         |p| p.metadata.uid != old_uid && ready(p),
     )
     .await;
-    let answer = wait_for(
-        "SELECT 1 through the replacement",
-        Duration::from_secs(30),
-        || {
-            let ip = ip.clone();
-            async move { select_1(&ip, port).ok() }
-        },
-    )
-    .await;
-    assert_eq!(answer, "1");
+    assert_selects_1(&ip, port, "SELECT 1 through the replacement").await;
 
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), provisioner).await;
     node.stop().await;
     assert!(netns_with_prefix("ltp").is_empty());
+}
+
+/// Waits (at most 30 s) until `SELECT 1` through `ip:port` answers `1`.
+async fn assert_selects_1(ip: &str, port: u16, what: &str) {
+    let answer = wait_for(what, Duration::from_secs(30), || async move {
+        select_1(ip, port).ok()
+    })
+    .await;
+    assert_eq!(answer, "1");
 }

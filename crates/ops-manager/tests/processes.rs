@@ -30,6 +30,20 @@ fn provisioner_bin() -> PathBuf {
     path
 }
 
+/// An environment whose API server also listens on 127.0.0.1 (for the binaries), with the
+/// in-process provisioner or without; the kubeconfig path for the binaries.
+async fn listening_env(provisioner: bool) -> (Env, testkit::Listening, PathBuf) {
+    let kubelet = KubeletConfig::default().ready_delay(Duration::from_millis(30));
+    let env = if provisioner {
+        Env::new(kubelet).await
+    } else {
+        Env::without_provisioner(kubelet).await
+    };
+    let listening = env.server.listen().await.expect("listen");
+    let kubeconfig = listening.kubeconfig_path().to_path_buf();
+    (env, listening, kubeconfig)
+}
+
 /// A child process that is killed when dropped.
 struct Proc {
     name: &'static str,
@@ -79,15 +93,15 @@ impl Proc {
             .expect("run kill");
         assert!(sent.success());
         let name = self.name;
-        let status = common::within(limit, &format!("{name} to exit after SIGTERM"), async {
-            loop {
-                if let Some(status) = child.try_wait().expect("try_wait") {
-                    return status;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        // Wait for the exit itself (no polling); past the limit, kill it and fail.
+        let waiting = tokio::task::spawn_blocking(move || child.wait());
+        let status = match tokio::time::timeout(limit, waiting).await {
+            Ok(joined) => joined.expect("join").expect("wait"),
+            Err(_) => {
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                panic!("timed out after {limit:?} waiting for {name} to exit after SIGTERM");
             }
-        })
-        .await;
+        };
         assert!(status.success(), "{name} exited with {status:?}");
     }
 }
@@ -104,11 +118,7 @@ impl Drop for Proc {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_binaries_complete_the_example_update() {
     let provisioner = provisioner_bin();
-    let env =
-        Env::without_provisioner(KubeletConfig::default().ready_delay(Duration::from_millis(30)))
-            .await;
-    let listening = env.server.listen().await.expect("listen");
-    let kubeconfig = listening.kubeconfig_path().to_path_buf();
+    let (env, _listening, kubeconfig) = listening_env(false).await;
     let prov = Proc::spawn("pgpool-provisioner", &provisioner, &kubeconfig);
     let opsm = Proc::spawn("pgpool-ops-manager", Path::new(OPS_BIN), &kubeconfig);
 
@@ -151,11 +161,7 @@ async fn lease_holder(env: &Env, name: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_update_stops_both_within_5s_and_releases_the_leases() {
     let provisioner = provisioner_bin();
-    let env =
-        Env::without_provisioner(KubeletConfig::default().ready_delay(Duration::from_millis(30)))
-            .await;
-    let listening = env.server.listen().await.expect("listen");
-    let kubeconfig = listening.kubeconfig_path().to_path_buf();
+    let (env, _listening, kubeconfig) = listening_env(false).await;
     let leader = [("LEADER_ELECT", "true"), ("LEASE_NAMESPACE", "default")];
     let prov = Proc::spawn_with("pgpool-provisioner", &provisioner, &kubeconfig, &leader);
     let opsm = Proc::spawn_with(
@@ -198,9 +204,7 @@ async fn sigterm_mid_update_stops_both_within_5s_and_releases_the_leases() {
 /// still stops the ops-manager within 5 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_the_api_server_hangs_stops_within_5s() {
-    let env = Env::new(KubeletConfig::default().ready_delay(Duration::from_millis(30))).await;
-    let listening = env.server.listen().await.expect("listen");
-    let kubeconfig = listening.kubeconfig_path().to_path_buf();
+    let (env, _listening, kubeconfig) = listening_env(true).await;
     let opsm = Proc::spawn_with(
         "pgpool-ops-manager",
         Path::new(OPS_BIN),

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use common::{
     EXPORTER, Env, NS, OPS_AGENT, OpsManager, condition, condition_types, failed_message, image,
-    phase, uids, version, within,
+    phase, uids, version,
 };
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams, PostParams};
 use pgpool_api::conditions::{self, ops};
 use pgpool_api::{OpsRequestPhase, names};
 use serde_json::json;
-use testkit::{FaultRule, ImageBehavior, KubeletConfig, Verb, fixtures};
+use testkit::{FaultRule, ImageBehavior, KubeletConfig, Verb, Wake};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -467,16 +467,8 @@ async fn refused_evictions_are_retried_until_they_pass() {
         .expect("get pdb")
         .is_none()
     {
-        let selector = names::selector("pp-update");
-        let pdb = fixtures::pdb_min_available(
-            NS,
-            &names::pdb("pp-update"),
-            selector.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(2),
-        );
-        pdbs.create(&PostParams::default(), &pdb)
-            .await
-            .expect("pdb");
+        env.create_pdb(&names::pdb("pp-update"), "pp-update", 2)
+            .await;
     }
     env.server.faults().inject(
         FaultRule::new(429)
@@ -642,18 +634,7 @@ async fn an_eviction_refused_by_a_budget_says_which_budget_why_and_until_when() 
     let pdbs: kube::Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
         kube::Api::namespaced(env.client.clone(), NS);
     let pdb_name = "pp-update-maintenance";
-    let selector = names::selector("pp-update");
-    // An integer minAvailable: the disruption controller counts the selected pods (a
-    // maxUnavailable budget would need the PetSet's scale, see testkit's pdb model).
-    let pdb = fixtures::pdb_min_available(
-        NS,
-        pdb_name,
-        selector.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1),
-    );
-    pdbs.create(&PostParams::default(), &pdb)
-        .await
-        .expect("pdb");
+    env.create_pdb(pdb_name, "pp-update", 1).await;
     let ops = OpsManager::start(&env.server).await;
     env.update_request("upd", "pp-update", "4.6.0", json!({"timeout": "60s"}))
         .await;
@@ -695,12 +676,18 @@ async fn an_eviction_refused_by_a_budget_says_which_budget_why_and_until_when() 
 
     // Retries go on without rewriting the unchanged condition.
     let mark = env.server.requests().mark();
-    within(LIMIT, "three more refused evictions", async {
-        while env.evictions_since(&mark).values().sum::<u64>() < 3 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let (env_ref, mark_ref) = (&env, &mark);
+    env.server
+        .requests()
+        .wait_for(
+            Wake::Request,
+            LIMIT,
+            "three more refused evictions",
+            move || async move {
+                (env_ref.evictions_since(mark_ref).values().sum::<u64>() >= 3).then_some(())
+            },
+        )
+        .await;
     let status_writes = env.server.requests().since(&mark).sum(|k| {
         k.agent == OPS_AGENT
             && k.verb.is_write()

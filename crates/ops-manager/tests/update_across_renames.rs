@@ -19,7 +19,7 @@ use pgpool_provisioner::config::{
     CONFIG_DIR, KEY_PGPOOL_CONF, PgpoolRelease, RENAMED_PARAMETERS, RUN_DIR, parse_pgpool_conf,
 };
 use serde_json::json;
-use testkit::{ImageBehavior, KubeletConfig};
+use testkit::{ImageBehavior, KubeletConfig, Wake};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const NAME: &str = "pp-lines";
@@ -118,8 +118,10 @@ async fn check_restarts(
 ) -> Vec<(String, String)> {
     let mut seen: BTreeSet<String> = before.values().cloned().collect();
     let mut checked = Vec::new();
+    let log = env.server.requests();
     within(LIMIT, &format!("request {request} to end"), async {
         loop {
+            let next = log.next(Wake::Change);
             let req = env.requests().get(request).await.expect("request");
             let done = phase(&req).is_some_and(|p| p.is_final());
             let pp = env.pgpools().get(NAME).await.expect("Pgpool");
@@ -139,7 +141,7 @@ async fn check_restarts(
             if done {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            next.await;
         }
     })
     .await;
@@ -157,31 +159,29 @@ async fn assert_every_pod_config_fits(env: &Env, catalog: &[PgpoolVersion]) {
 /// condition is about that update revision; then asserts the rollout is complete: the current
 /// revision is the update revision, every pod is labelled with it, and the condition is True.
 async fn assert_rollout_complete(env: &Env) {
-    let update = within(
-        Duration::from_secs(30),
-        "the PetSet status and PodsUpToDate to be about the PetSet's template now",
-        async {
-            loop {
+    let update = env
+        .server
+        .requests()
+        .wait_for(
+            Wake::Change,
+            Duration::from_secs(30),
+            "the PetSet status and PodsUpToDate to be about the PetSet's template now",
+            || async {
                 let ps = env.petsets().get(NAME).await.expect("PetSet");
                 let status = ps.status.clone().unwrap_or_default();
-                if status.observed_generation == ps.metadata.generation
-                    && let Some(update) = status.update_revision.clone()
-                {
-                    let pp = env.pgpools().get(NAME).await.expect("Pgpool");
-                    let about_it = pp
-                        .status
-                        .as_ref()
-                        .and_then(|s| conditions::get(&s.conditions, types::PODS_UP_TO_DATE))
-                        .is_some_and(|c| c.message.contains(&update));
-                    if about_it {
-                        return update;
-                    }
+                if status.observed_generation != ps.metadata.generation {
+                    return None;
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        },
-    )
-    .await;
+                let update = status.update_revision?;
+                let pp = env.pgpools().get(NAME).await.expect("Pgpool");
+                pp.status
+                    .as_ref()
+                    .and_then(|s| conditions::get(&s.conditions, types::PODS_UP_TO_DATE))
+                    .is_some_and(|c| c.message.contains(&update))
+                    .then_some(update)
+            },
+        )
+        .await;
     let ps = env.petsets().get(NAME).await.expect("PetSet");
     let status = ps.status.clone().unwrap_or_default();
     assert_eq!(

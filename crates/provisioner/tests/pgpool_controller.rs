@@ -503,6 +503,9 @@ async fn pause_stops_all_child_writes() {
     set_paused(&env, Some("Unknown")).await;
     env.wait_condition(NAME, types::PAUSED, "True", "PauseAcknowledged")
         .await;
+    // The acknowledging reconcile publishes its events after the status write: let it end, so
+    // that they are not counted as writes made while paused.
+    env.wait_reconciles(1).await;
     let mark = env.server.requests().mark();
 
     // while paused: replicas change, a child is edited, another deleted

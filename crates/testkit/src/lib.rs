@@ -118,5 +118,5 @@ pub use faults::{FaultRule, Faults};
 pub use kubelet::{ImageBehavior, Kubelet, KubeletConfig, KubeletHandle};
 pub use latency::Latency;
 pub use listen::Listening;
-pub use log::{LogMark, RequestCounts, RequestKey, RequestLog, RequestRecord, Verb};
+pub use log::{LogMark, RequestCounts, RequestKey, RequestLog, RequestRecord, Verb, Wake};
 pub use server::{Body, ServerConfig, TestServer, TestService};

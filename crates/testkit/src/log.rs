@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// The API verb of a request, as the API server's audit log names it (apply is kept apart
 /// from other patches).
@@ -273,11 +274,65 @@ struct LogInner {
 #[derive(Clone, Default)]
 pub struct RequestLog {
     inner: Arc<Mutex<LogInner>>,
+    /// Woken after every answered request.
+    answered: Arc<tokio::sync::Notify>,
+    /// Woken after every request that changed stored state.
+    changed: Arc<tokio::sync::Notify>,
+}
+
+/// What wakes [`RequestLog::wait_for`] to check its condition again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// A write that changed stored state (the condition reads objects: a check's own reads
+    /// do not wake it again).
+    Change,
+    /// Any answered request (the condition reads the request log, e.g. refused evictions).
+    Request,
 }
 
 impl RequestLog {
     fn lock(&self) -> MutexGuard<'_, LogInner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A future that completes after the next request of the `wake` kind answered from now
+    /// on (registered at once, so nothing between this call and the await is missed).
+    pub fn next(&self, wake: Wake) -> std::pin::Pin<Box<tokio::sync::futures::OwnedNotified>> {
+        let notify = match wake {
+            Wake::Change => self.changed.clone(),
+            Wake::Request => self.answered.clone(),
+        };
+        let mut next = Box::pin(notify.notified_owned());
+        next.as_mut().enable();
+        next
+    }
+
+    /// Waits until `check` gives a value, checking at once and again after each request of
+    /// the `wake` kind (no polling); panics naming `what` after `limit`.
+    pub async fn wait_for<T, F, Fut>(
+        &self,
+        wake: Wake,
+        limit: Duration,
+        what: &str,
+        mut check: F,
+    ) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let wait = async {
+            loop {
+                let next = self.next(wake);
+                if let Some(v) = check().await {
+                    return v;
+                }
+                next.await;
+            }
+        };
+        match tokio::time::timeout(limit, wait).await {
+            Ok(v) => v,
+            Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
+        }
     }
 
     pub(crate) fn record(
@@ -305,6 +360,11 @@ impl RequestLog {
         });
         while l.recent.len() > RECENT_LIMIT {
             l.recent.pop_front();
+        }
+        drop(l);
+        self.answered.notify_waiters();
+        if changed {
+            self.changed.notify_waiters();
         }
     }
 

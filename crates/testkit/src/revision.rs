@@ -95,8 +95,24 @@ pub(crate) fn stored_raw(recorded: Option<&str>, obj: &Value) -> String {
     }
 }
 
+/// Checks a write of a stored revision: a PUT (`put`) by its bytes, any patch by the server's
+/// encoding of the stored bytes.
+pub(crate) fn check_write(
+    info: &ResourceInfo,
+    name: &str,
+    stored: &str,
+    put: bool,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    if put {
+        check_update(info, name, stored, body)
+    } else {
+        check_patch(info, name, stored)
+    }
+}
+
 /// Checks a PUT: its `data` bytes must equal the stored ones.
-pub(crate) fn check_update(
+fn check_update(
     info: &ResourceInfo,
     name: &str,
     stored: &str,
@@ -112,7 +128,7 @@ pub(crate) fn check_update(
 
 /// Checks a patch of any kind: the server's encoding of the stored `data` must be the stored
 /// bytes themselves (a patch that changes `data` is refused by the value check on update).
-pub(crate) fn check_patch(info: &ResourceInfo, name: &str, stored: &str) -> Result<(), ApiError> {
+fn check_patch(info: &ResourceInfo, name: &str, stored: &str) -> Result<(), ApiError> {
     let encoded = go_compact(stored);
     if encoded == stored {
         Ok(())

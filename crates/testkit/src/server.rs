@@ -569,6 +569,14 @@ impl TestServer {
         body: &[u8],
         updater: Ownership,
     ) -> Result<(Reply, bool), ApiError> {
+        // A ControllerRevision's data is compared byte for byte (see `revision`).
+        if t.sub.is_none()
+            && revision::is_revisions(&t.info)
+            && matches!(verb, Verb::Update | Verb::Patch | Verb::Apply)
+            && let Some(stored) = st.revision_raw(t.kind, &t.key())
+        {
+            revision::check_write(&t.info, t.name(), &stored, verb == Verb::Update, body)?;
+        }
         match (verb, t.sub.as_deref()) {
             (Verb::Get, None | Some("status")) => {
                 let s = st
@@ -637,32 +645,12 @@ impl TestServer {
                 bind(st, t, &parse_body(body)?, updater)
             }
             (Verb::Update, None | Some("status") | Some("scale")) => {
-                if t.sub.is_none()
-                    && revision::is_revisions(&t.info)
-                    && let Some(stored) = st.revision_raw(t.kind, &t.key())
-                {
-                    revision::check_update(&t.info, t.name(), &stored, body)?;
-                }
                 update(st, t, parse_body(body)?, q.dry_run(), updater)
             }
             (Verb::Patch, None | Some("status") | Some("scale")) => {
-                if t.sub.is_none()
-                    && revision::is_revisions(&t.info)
-                    && let Some(stored) = st.revision_raw(t.kind, &t.key())
-                {
-                    revision::check_patch(&t.info, t.name(), &stored)?;
-                }
                 patch(st, t, content_type, body, q.dry_run(), updater)
             }
-            (Verb::Apply, None | Some("status")) => {
-                if t.sub.is_none()
-                    && revision::is_revisions(&t.info)
-                    && let Some(stored) = st.revision_raw(t.kind, &t.key())
-                {
-                    revision::check_patch(&t.info, t.name(), &stored)?;
-                }
-                apply_patch(st, t, q, body)
-            }
+            (Verb::Apply, None | Some("status")) => apply_patch(st, t, q, body),
             (Verb::Delete, None) => {
                 let opts = delete_opts(body, q)?;
                 match st.delete_object(t.kind, &t.key(), &opts)? {

@@ -131,8 +131,9 @@ pub fn cluster_ip(svc: &Service) -> Option<IpAddr> {
 pub fn table(services: &[Service], pods: &[Pod], slices: &[EndpointSlice]) -> Table {
     let mut out = Table::new();
     for svc in services {
-        let Some(ip) = cluster_ip(svc) else { continue };
-        let spec = svc.spec.as_ref().expect("cluster_ip needs a spec");
+        let (Some(ip), Some(spec)) = (cluster_ip(svc), svc.spec.as_ref()) else {
+            continue;
+        };
         for port in spec.ports.iter().flatten() {
             if port.protocol.as_deref().is_some_and(|p| p != "TCP") {
                 continue;

@@ -90,7 +90,7 @@ where
     }
 }
 
-/// The pod once `pred` holds for it (its last status is printed on a timeout).
+/// The pod once `pred` holds for it, from a watch (its last status is printed on a timeout).
 pub async fn wait_pod(
     api: &Api<Pod>,
     name: &str,
@@ -98,21 +98,24 @@ pub async fn wait_pod(
     timeout: Duration,
     pred: impl Fn(&Pod) -> bool,
 ) -> Pod {
-    let last = std::sync::Mutex::new(None);
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(p) = api.get_opt(name).await.ok().flatten() {
-            if pred(&p) {
-                return p;
-            }
-            *last.lock().unwrap() = p.status;
+    let cond = kube::runtime::wait::await_condition(api.clone(), name, move |p: Option<&Pod>| {
+        p.is_some_and(&pred)
+    });
+    match tokio::time::timeout(timeout, cond).await {
+        Ok(Ok(Some(p))) => p,
+        Ok(other) => panic!("watching pod {name} for {what}: {other:?}"),
+        Err(_) => {
+            let last = api
+                .get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|p| p.status);
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; last status: {}",
+                serde_json::to_string_pretty(&last).unwrap_or_default()
+            )
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}; last status: {}",
-            serde_json::to_string_pretty(&*last.lock().unwrap()).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -20,7 +20,7 @@ use pgpool_api::{
 use pgpool_ops_manager::OpsManagerConfig;
 use prometheus::Registry;
 use serde_json::json;
-use testkit::{Kubelet, KubeletConfig, KubeletHandle, TestServer, Verb, fixtures};
+use testkit::{Kubelet, KubeletConfig, KubeletHandle, TestServer, Verb, Wake, fixtures};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -496,23 +496,36 @@ impl Env {
         out
     }
 
+    /// Creates PodDisruptionBudget `name` over the pods of Pgpool `pgpool` with an integer
+    /// `minAvailable` (the disruption controller counts the selected pods).
+    pub async fn create_pdb(&self, name: &str, pgpool: &str, min_available: i32) {
+        let selector = names::selector(pgpool);
+        let pdb = fixtures::pdb_min_available(
+            NS,
+            name,
+            selector.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(min_available),
+        );
+        let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+            Api::namespaced(self.client.clone(), NS);
+        pdbs.create(&PostParams::default(), &pdb)
+            .await
+            .expect("create pdb");
+    }
+
     /// Wait until Pgpool `name`, its PetSet and all its pods run `version`'s images, the pods
     /// are Ready and the Pgpool is not paused.
     pub async fn wait_settled_on(&self, name: &str, version: &str, replicas: usize) {
-        let img = image(version);
-        within(
-            Duration::from_secs(30),
-            &format!("Pgpool {name} to settle on {version}"),
-            async {
-                loop {
-                    if self.settled_on(name, &img, replicas).await.is_ok() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            },
-        )
-        .await;
+        let img = &image(version);
+        self.server
+            .requests()
+            .wait_for(
+                Wake::Change,
+                Duration::from_secs(30),
+                &format!("Pgpool {name} to settle on {version}"),
+                move || async move { self.settled_on(name, img, replicas).await.ok() },
+            )
+            .await;
     }
 
     /// Ok when Pgpool `name`, its PetSet and its pods all run `img`, every pod is Ready and
@@ -528,20 +541,19 @@ impl Env {
     /// Wait until Pgpool `name` has `spec.version` `version`, and its PetSet and all its pods
     /// run `img` (the catalog entry's image), the pods are Ready and the Pgpool is not paused.
     pub async fn wait_settled_as(&self, name: &str, version: &str, img: &str, replicas: usize) {
-        within(
-            Duration::from_secs(30),
-            &format!("Pgpool {name} to settle on {version} ({img})"),
-            async {
-                loop {
+        self.server
+            .requests()
+            .wait_for(
+                Wake::Change,
+                Duration::from_secs(30),
+                &format!("Pgpool {name} to settle on {version} ({img})"),
+                move || async move {
                     let pp = self.pgpools().get(name).await.expect("get Pgpool");
-                    if pp.spec.version == version && self.runs(name, img, replicas).await.is_ok() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            },
-        )
-        .await;
+                    (pp.spec.version == version && self.runs(name, img, replicas).await.is_ok())
+                        .then_some(())
+                },
+            )
+            .await;
     }
 
     /// Ok when the PetSet and the pods of Pgpool `name` run `img`, every pod is Ready and the
