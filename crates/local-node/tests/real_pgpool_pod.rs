@@ -4,7 +4,8 @@
 //! pgpool-II binaries of each line (4.3.x from Debian bookworm, 4.6.x and 4.7.x from
 //! `scripts/install-pgpool-versions.sh`) through the shipped `images.example.yaml`; the pod
 //! becomes Ready through its real readiness probe, `psql` on the host gets `SELECT 1` through
-//! the Pgpool Service's ClusterIP, and a deleted pod goes through preStop and SIGTERM and is
+//! the Pgpool Service's ClusterIP, the liveness probe leaves pgpool's log clean, and a pod
+//! deleted with a session open goes through preStop (drain, then pgpool's fast shutdown) and is
 //! replaced. Skips with one line without root, PostgreSQL 15 or a line's binaries (in CI a
 //! missing piece fails the test).
 
@@ -395,8 +396,14 @@ async fn run_line(version: &str, images: local_node::ImageMap) {
         "real_pgpool_pod: pgpool-II {version} pod {name} answered SELECT 1 through {ip}:{port}"
     ));
 
-    // deleted as a kubelet does it: preStop (sleep 5), then SIGTERM reaches pgpool as PID 1
-    // and its smart shutdown ends it well within the 30 s grace period (no SIGKILL)
+    assert_liveness_leaves_log_clean(&pods, &name, &ip, state.path()).await;
+
+    // a long-lived session stays open on the pod while it is deleted
+    let mut session = LongSession::open(&ip, port);
+    assert_eq!(session.query("SELECT 1;"), Ok("1".to_string()));
+
+    // deleted as a kubelet does it: preStop drains for 5 s and then asks pgpool for a fast
+    // shutdown, so the open session does not hold the pod for the 30 s grace period
     let old_uid = pods.get(&name).await.unwrap().metadata.uid;
     let started = std::time::Instant::now();
     pods.delete(&name, &kube::api::DeleteParams::default())
@@ -420,8 +427,20 @@ async fn run_line(version: &str, images: local_node::ImageMap) {
         "preStop sleep 5 ran first: {took:?}"
     );
     assert!(
-        took < Duration::from_secs(25),
-        "pgpool stopped on SIGTERM: {took:?}"
+        took < Duration::from_secs(12),
+        "the fast shutdown ended pgpool although a session was open: {took:?}"
+    );
+    // what the client sees: its connection closed, at its next statement
+    let cut = session
+        .query("SELECT 2;")
+        .expect_err("the session outlived its pod");
+    say(&format!(
+        "real_pgpool_pod: {version}: the open session saw: {cut}"
+    ));
+    assert!(
+        cut.contains("server closed the connection unexpectedly")
+            || cut.contains("connection to server was lost"),
+        "{cut}"
     );
     // the PetSet controller replaces it and the Service routes to the new pod
     wait_pod(
@@ -438,6 +457,128 @@ async fn run_line(version: &str, images: local_node::ImageMap) {
     let _ = tokio::time::timeout(Duration::from_secs(10), provisioner).await;
     node.stop().await;
     assert!(netns_with_prefix("ltp").is_empty());
+}
+
+/// The pod's liveness command passes in the pod's network namespace and fails where nothing
+/// listens on the pcp port, and pgpool's log gets no line from it; a connect-and-close on the
+/// pcp port (what a `tcpSocket` probe does) is the control that the log is read right.
+async fn assert_liveness_leaves_log_clean(pods: &Api<Pod>, name: &str, ip: &str, state: &Path) {
+    const NOISE: &str = "unable to read from client";
+    let pod = pods.get(name).await.unwrap();
+    let container = &pod.spec.unwrap().containers[0];
+    let command = container
+        .liveness_probe
+        .as_ref()
+        .and_then(|p| p.exec.as_ref())
+        .and_then(|e| e.command.clone())
+        .expect("an exec liveness probe");
+    let netns = netns_with_prefix("ltp");
+    assert_eq!(netns.len(), 1, "{netns:?}");
+    for _ in 0..3 {
+        let status = Command::new("ip")
+            .args(["netns", "exec", &netns[0]])
+            .args(&command)
+            .status()
+            .unwrap();
+        assert!(status.success(), "liveness {command:?} failed in the pod");
+    }
+    let status = Command::new("unshare")
+        .arg("--net")
+        .args(&command)
+        .status()
+        .unwrap();
+    assert!(!status.success(), "liveness passed where nothing listens");
+    assert_eq!(
+        pod_logs(state).matches(NOISE).count(),
+        0,
+        "{}",
+        pod_logs(state)
+    );
+    let pcp = format!("{ip}:{}", names::PORT_PCP);
+    drop(std::net::TcpStream::connect(pcp).unwrap());
+    wait_for(
+        "pgpool's log line for a connect-and-close on pcp",
+        Duration::from_secs(10),
+        || async { pod_logs(state).contains(NOISE).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        pod_logs(state).matches(NOISE).count(),
+        1,
+        "{}",
+        pod_logs(state)
+    );
+}
+
+/// A `psql` session kept open on stdin, as a long-lived client.
+struct LongSession {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    out: std::sync::mpsc::Receiver<String>,
+}
+
+impl LongSession {
+    fn open(host: &str, port: u16) -> Self {
+        let mut child = Command::new(Path::new(PG_BIN).join("psql"))
+            .args(["-X", "-w", "-A", "-t", "-h", host, "-p", &port.to_string()])
+            .args(["-U", "postgres", "-d", "postgres"])
+            .env("PGPASSWORD", PASSWORD)
+            .env("PGCONNECT_TIMEOUT", "3")
+            .env("PGSSLMODE", "disable")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let (tx, out) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        LongSession { child, stdin, out }
+    }
+
+    /// Sends `sql`; `Ok(first line)` when it answers a number, `Err(all it said)` otherwise.
+    fn query(&mut self, sql: &str) -> Result<String, String> {
+        use std::io::Write;
+        let sent = writeln!(self.stdin, "{sql}").and_then(|_| self.stdin.flush());
+        let mut said = Vec::new();
+        if let Err(e) = sent {
+            said.push(e.to_string());
+        }
+        while let Ok(line) = self.out.recv_timeout(Duration::from_secs(10)) {
+            if said.is_empty() && line.parse::<i64>().is_ok() {
+                return Ok(line);
+            }
+            said.push(line);
+            if said
+                .iter()
+                .any(|l| l.contains("connection to server was lost"))
+            {
+                break;
+            }
+        }
+        Err(said.join("\n"))
+    }
+}
+
+impl Drop for LongSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Waits (at most 30 s) until `SELECT 1` through `ip:port` answers `1`.

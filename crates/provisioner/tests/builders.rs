@@ -171,13 +171,32 @@ fn pod_contract() {
         &cmd[..5],
         ["pg_isready", "-h", "/var/run/pgpool", "-p", "9999"]
     );
+    // liveness: the pcp port (9595 = 0x257B) listens; no connection, so pgpool logs nothing
     let liveness = pgpool_c.liveness_probe.as_ref().unwrap();
-    assert!(liveness.exec.is_none());
-    assert_eq!(
-        liveness.tcp_socket.as_ref().unwrap().port,
-        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(9595)
+    assert!(liveness.tcp_socket.is_none());
+    let live = liveness.exec.as_ref().unwrap().command.clone().unwrap();
+    assert_eq!(&live[..2], ["/bin/sh", "-c"]);
+    assert!(
+        live[2].contains(":257B ") && live[2].contains("/proc/net/tcp"),
+        "{live:?}"
     );
-    assert!(pgpool_c.lifecycle.as_ref().unwrap().pre_stop.is_some());
+    // preStop: drain for 5 s, then pgpool's fast shutdown through its pid file
+    let pre_stop = pgpool_c
+        .lifecycle
+        .as_ref()
+        .unwrap()
+        .pre_stop
+        .as_ref()
+        .unwrap();
+    let pre_stop = pre_stop.exec.as_ref().unwrap().command.clone().unwrap();
+    assert_eq!(
+        pre_stop,
+        [
+            "/bin/sh",
+            "-c",
+            "sleep 5; kill -INT \"$(cat /var/run/pgpool/pgpool.pid)\""
+        ]
+    );
     // restricted
     let sc = pgpool_c.security_context.as_ref().unwrap();
     assert_eq!(sc.allow_privilege_escalation, Some(false));
