@@ -7,7 +7,7 @@ REGISTRY ?= ghcr.io/pgpool-operator
 IMAGE_TAG ?= dev
 .DEFAULT_GOAL := help
 
-.PHONY: help build test lint fmt crds bench images charts-check e2e e2e-up e2e-clean e2e-local e2e-local-real
+.PHONY: help build test lint fmt crds bench images charts-check e2e e2e-up e2e-clean e2e-local e2e-sim
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,8 +47,8 @@ e2e-up: ## Like e2e without running the tests: cluster, images, charts and Postg
 e2e-clean: ## Delete the kind cluster of make e2e
 	scripts/e2e.sh clean
 
-e2e-local: ## The e2e scenario without Docker: testkit API server, both binaries, simulated kubelet
+e2e-local: ## UpdateVersion under client load on one machine: local node, real pgpool-II pods and PostgreSQL (root)
 	CARGO=$(CARGO) scripts/e2e-local.sh
 
-e2e-local-real: ## UpdateVersion under client load on the local node: real pgpool-II pods and PostgreSQL (root)
-	CARGO=$(CARGO) scripts/e2e-local-real.sh
+e2e-sim: ## The e2e scenario's control flow without root: testkit API server, both binaries, simulated kubelet
+	CARGO=$(CARGO) scripts/e2e-sim.sh

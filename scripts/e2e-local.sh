@@ -5,9 +5,10 @@
 # e2e/tests/update_under_load.rs driving a 3-replica Pgpool through 4.3.5 -> 4.6.1 -> 4.7.3
 # and a crashing update under client load.
 #
-# Needs root (network namespaces, and PostgreSQL runs as `postgres`), cargo, kubectl, curl,
-# Debian's postgresql and pgpool2 (scripts/install-pgpool-test-deps.sh) and the 4.6/4.7
-# binaries (scripts/install-pgpool-versions.sh).
+# Needs root (network namespaces, and PostgreSQL runs as `postgres`), cargo, curl, kubectl
+# (from PATH or .cache/tools via scripts/helm.sh), Debian's postgresql and pgpool2 and the
+# 4.6/4.7 binaries (the script installs the last three: scripts/install-pgpool-test-deps.sh,
+# scripts/install-pgpool-versions.sh).
 #
 # Environment:
 #   HOST_IP            the host's address on the local node's pod bridge, where pods reach
@@ -16,6 +17,9 @@
 #   PG_PORT            PostgreSQL's port on the host (default 15432)
 #   LOCAL_NODE_ARGS    extra local-node arguments (e.g. --propagation-delay 2s)
 #   PROVISIONER_PORT / OPS_MANAGER_PORT   metrics ports on 127.0.0.1 (18080 / 18081)
+#   E2E_MAX_POD_RESTART_SECONDS  fail when a successful update takes longer than this to
+#                      replace a pod (default 25; a pod that waits out its 30 s grace period
+#                      instead of shutting down after the preStop drain takes about 36)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,18 +28,18 @@ CARGO="${CARGO:-cargo}"
 PG_PORT="${PG_PORT:-15432}"
 PROVISIONER_PORT="${PROVISIONER_PORT:-18080}"
 OPS_MANAGER_PORT="${OPS_MANAGER_PORT:-18081}"
-STATE_DIR="$ROOT/.cache/e2e-local-real"
+STATE_DIR="$ROOT/.cache/e2e-local"
 KUBECONFIG_FILE="$STATE_DIR/kubeconfig"
 
-say() { echo "e2e-local-real: $*"; }
+say() { echo "e2e-local: $*"; }
 die() {
-  echo "e2e-local-real: $*" >&2
+  echo "e2e-local: $*" >&2
   exit 1
 }
 
 [ "$(id -u)" -eq 0 ] || die "run as root: pods get their own namespaces, PostgreSQL runs as postgres"
 id postgres >/dev/null 2>&1 || die "no postgres user: run scripts/install-pgpool-test-deps.sh"
-command -v kubectl >/dev/null 2>&1 || die "kubectl not found"
+KUBECTL="$(scripts/helm.sh path kubectl)" || die "kubectl not found: install kubectl, or run scripts/helm.sh install"
 scripts/install-pgpool-test-deps.sh
 CI="${CI:-true}" scripts/install-pgpool-versions.sh
 PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
@@ -49,7 +53,7 @@ BIN="$TARGET_DIR/debug"
 rm -rf "$STATE_DIR"
 mkdir -p "$STATE_DIR"
 # PostgreSQL's files live where the postgres user can reach them whatever the clone's folder
-PG_DIR="$(mktemp -d /tmp/e2e-local-real-pg.XXXXXX)"
+PG_DIR="$(mktemp -d /tmp/e2e-local-pg.XXXXXX)"
 chown postgres: "$PG_DIR"
 PIDS=()
 cleanup() {
@@ -85,7 +89,7 @@ wait_for() {
 PIDS+=("$!")
 kubeconfig_written() { [ -s "$KUBECONFIG_FILE" ] && grep -q '^listening on' "$STATE_DIR/apiserver.log"; }
 wait_for kubeconfig_written 30 || die "testkit-apiserver did not start"
-kc() { kubectl --kubeconfig "$KUBECONFIG_FILE" "$@"; }
+kc() { "$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 
 # 2. the local node: binds pods, runs them, routes ClusterIPs
 read -r -a extra_node_args <<<"${LOCAL_NODE_ARGS:-}"
@@ -154,7 +158,8 @@ wait_for both_ready 60 || die "the operators did not become ready within 60 s"
 
 # 6. the scenario: the load client reaches the Pgpool Service's ClusterIP from the host
 say "running update_under_load (3 replicas, 4.3.5 -> 4.6.1 -> 4.7.3, then a crashing image)"
-E2E=1 E2E_LOAD=1 KUBECONFIG="$KUBECONFIG_FILE" \
+# a pod replaced in more than 25 s waited out its grace period (about 11 s is usual here)
+E2E=1 E2E_LOAD=1 KUBECONFIG="$KUBECONFIG_FILE" E2E_MAX_POD_RESTART_SECONDS="${E2E_MAX_POD_RESTART_SECONDS:-25}" \
   E2E_PROVISIONER_METRICS_URL="http://127.0.0.1:$PROVISIONER_PORT/metrics" \
   E2E_OPS_MANAGER_METRICS_URL="http://127.0.0.1:$OPS_MANAGER_PORT/metrics" \
   "$CARGO" test -p e2e --test update_under_load -- --nocapture --test-threads=1

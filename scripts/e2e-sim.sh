@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The e2e scenario without Docker or a cluster (`make e2e-local`): testkit's in-memory API
+# The e2e scenario without Docker or a cluster (`make e2e-sim`): testkit's in-memory API
 # server stands in for Kubernetes, both operator binaries run on this machine with leader
 # election on, and the e2e crate runs with E2E_SIMULATE_KUBELET=1 (it marks pods
 # Running/Ready itself, so the SQL steps are left out). It exercises the same test code as
@@ -14,12 +14,12 @@ cd "$ROOT"
 CARGO="${CARGO:-cargo}"
 PROVISIONER_PORT="${PROVISIONER_PORT:-18080}"
 OPS_MANAGER_PORT="${OPS_MANAGER_PORT:-18081}"
-STATE_DIR="$ROOT/.cache/e2e-local"
+STATE_DIR="$ROOT/.cache/e2e-sim"
 KUBECONFIG_FILE="$STATE_DIR/kubeconfig"
 
-say() { echo "e2e-local: $*"; }
+say() { echo "e2e-sim: $*"; }
 die() {
-  echo "e2e-local: $*" >&2
+  echo "e2e-sim: $*" >&2
   exit 1
 }
 

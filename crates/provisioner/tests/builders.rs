@@ -189,14 +189,11 @@ fn pod_contract() {
         .as_ref()
         .unwrap();
     let pre_stop = pre_stop.exec.as_ref().unwrap().command.clone().unwrap();
-    assert_eq!(
-        pre_stop,
-        [
-            "/bin/sh",
-            "-c",
-            "sleep 5; kill -INT \"$(cat /var/run/pgpool/pgpool.pid)\""
-        ]
-    );
+    assert_eq!(&pre_stop[..2], ["/bin/sh", "-c"]);
+    let script: Vec<&str> = pre_stop[2].lines().collect();
+    assert_eq!(script[0], "sleep 5");
+    assert_eq!(script[1], "pid=\"$(cat /var/run/pgpool/pgpool.pid)\"");
+    assert_eq!(script[3], "kill -INT \"$pid\" || exit 1");
     // restricted
     let sc = pgpool_c.security_context.as_ref().unwrap();
     assert_eq!(sc.allow_privilege_escalation, Some(false));

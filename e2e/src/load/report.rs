@@ -65,12 +65,18 @@ impl fmt::Display for UpdateOutcome {
     }
 }
 
-/// Fails when a short-connection query failed during a successful update. Failed updates
-/// (the rollback scenario) and cut long sessions are only reported.
-pub fn judge(outcomes: &[UpdateOutcome]) -> anyhow::Result<()> {
-    let dropped: Vec<String> = outcomes
-        .iter()
-        .filter(|o| o.phase == Some(OpsRequestPhase::Successful) && o.load.failed > 0)
+/// Fails when a short-connection query failed during a successful update, or, with
+/// `max_restart`, when a successful update took longer than that to replace a pod (from its
+/// eviction to its replacement Ready): on the local node a pod that waits out its grace period
+/// instead of shutting down after the preStop drain shows up here (about 36 s instead of 11 s).
+pub fn judge(outcomes: &[UpdateOutcome], max_restart: Option<Duration>) -> anyhow::Result<()> {
+    let successful = || {
+        outcomes
+            .iter()
+            .filter(|o| o.phase == Some(OpsRequestPhase::Successful))
+    };
+    let dropped: Vec<String> = successful()
+        .filter(|o| o.load.failed > 0)
         .map(|o| format!("{} ({} of {} failed)", o.name, o.load.failed, o.load.sent))
         .collect();
     anyhow::ensure!(
@@ -78,6 +84,23 @@ pub fn judge(outcomes: &[UpdateOutcome]) -> anyhow::Result<()> {
         "short-connection queries failed during successful updates: {}",
         dropped.join(", ")
     );
+    if let Some(max) = max_restart {
+        let slow: Vec<String> = successful()
+            .flat_map(|o| {
+                o.restarts.iter().filter_map(move |(pod, secs)| {
+                    let secs = (*secs)?;
+                    (u64::try_from(secs).unwrap_or(0) > max.as_secs())
+                        .then(|| format!("{pod} took {secs} s in {}", o.name))
+                })
+            })
+            .collect();
+        anyhow::ensure!(
+            slow.is_empty(),
+            "pods took longer than {} s to be replaced (did pgpool wait out the grace period?): {}",
+            max.as_secs(),
+            slow.join(", ")
+        );
+    }
     Ok(())
 }
 
@@ -175,10 +198,26 @@ mod tests {
         let ok = outcome(OpsRequestPhase::Successful, 0, 4);
         let dropped = outcome(OpsRequestPhase::Successful, 2, 0);
         let rolled_back = outcome(OpsRequestPhase::Failed, 7, 3);
-        judge(&[ok.clone(), rolled_back.clone()]).expect("cuts and a failed update pass");
-        let e = judge(&[ok, dropped, rolled_back]).expect_err("a dropped query fails");
+        judge(&[ok.clone(), rolled_back.clone()], None).expect("cuts and a failed update pass");
+        let e = judge(&[ok, dropped, rolled_back], None).expect_err("a dropped query fails");
         assert!(
             e.to_string().contains("req (Successful) (2 of 100 failed)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_slow_pod_replacement_fails_only_when_bounded() {
+        // outcome() has pp-load-0 replaced in 43 s
+        let ok = outcome(OpsRequestPhase::Successful, 0, 1);
+        let rolled_back = outcome(OpsRequestPhase::Failed, 0, 0);
+        judge(&[ok.clone()], None).expect("no bound");
+        judge(&[ok.clone()], Some(Duration::from_secs(43))).expect("at the bound");
+        judge(&[rolled_back], Some(Duration::from_secs(25))).expect("failed updates aside");
+        let e = judge(&[ok], Some(Duration::from_secs(25))).expect_err("43 s > 25 s");
+        assert!(
+            e.to_string()
+                .contains("longer than 25 s to be replaced (did pgpool wait out the grace period?): pp-load-0 took 43 s in req (Successful)"),
             "{e}"
         );
     }

@@ -217,17 +217,18 @@ fn spawn_probe(
     )))
 }
 
-/// Runs a lifecycle handler (exec, httpGet, tcpSocket, sleep) to its end.
+/// Runs a lifecycle handler (exec, httpGet, tcpSocket, sleep) to its end; `false` when it
+/// failed (a non-zero exit, a refused connection), as the kubelet's `FailedPreStopHook`.
 pub async fn run_handler(
     handler: &LifecycleHandler,
     spec: &Container,
     pod_ip: std::net::IpAddr,
     exec: &ContainerExec,
-) {
+) -> bool {
     const LONG: Duration = Duration::from_secs(3600);
     if let Some(s) = &handler.sleep {
         tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64)).await;
-        return;
+        return true;
     }
     let probe = k8s_openapi::api::core::v1::Probe {
         exec: handler.exec.clone(),
@@ -235,15 +236,12 @@ pub async fn run_handler(
         tcp_socket: handler.tcp_socket.clone(),
         ..Default::default()
     };
-    if let Some(p) = ProbeSpec::from_probe(&probe, spec, pod_ip) {
-        match &p.action {
-            Action::Exec(cmd) => {
-                exec.run(cmd, LONG).await;
-            }
-            action => {
-                probes::check(action, exec, LONG).await;
-            }
-        }
+    match ProbeSpec::from_probe(&probe, spec, pod_ip) {
+        Some(p) => match &p.action {
+            Action::Exec(cmd) => exec.run(cmd, LONG).await,
+            action => probes::check(action, exec, LONG).await,
+        },
+        None => false,
     }
 }
 
