@@ -30,11 +30,11 @@ impl Processes for PodProcs {
                 return;
             };
             let hook = spec.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref());
-            if let (Some(hook), Some(ip)) = (hook, self.ip) {
-                if !run_handler(hook, spec, ip, exec).await {
-                    // the kubelet's FailedPreStopHook; the container gets SIGTERM all the same
-                    tracing::warn!(container = name, "preStop hook failed");
-                }
+            if let (Some(hook), Some(ip)) = (hook, self.ip)
+                && !run_handler(hook, spec, ip, exec).await
+            {
+                // the kubelet's FailedPreStopHook; the container gets SIGTERM all the same
+                tracing::warn!(container = name, "preStop hook failed");
             }
         })
     }
