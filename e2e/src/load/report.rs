@@ -211,8 +211,8 @@ mod tests {
         // outcome() has pp-load-0 replaced in 43 s
         let ok = outcome(OpsRequestPhase::Successful, 0, 1);
         let rolled_back = outcome(OpsRequestPhase::Failed, 0, 0);
-        judge(&[ok.clone()], None).expect("no bound");
-        judge(&[ok.clone()], Some(Duration::from_secs(43))).expect("at the bound");
+        judge(std::slice::from_ref(&ok), None).expect("no bound");
+        judge(std::slice::from_ref(&ok), Some(Duration::from_secs(43))).expect("at the bound");
         judge(&[rolled_back], Some(Duration::from_secs(25))).expect("failed updates aside");
         let e = judge(&[ok], Some(Duration::from_secs(25))).expect_err("43 s > 25 s");
         assert!(
