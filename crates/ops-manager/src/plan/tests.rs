@@ -1,6 +1,12 @@
 use super::*;
 use chrono::{TimeZone, Utc};
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use pgpool_api::conditions::NewCondition;
+use pgpool_api::conditions::{self, ops};
+use pgpool_api::ops::ApplyPolicy;
+use pgpool_api::{OpsRequestType, PetSet, Pgpool, PgpoolOpsRequest, PgpoolVersion};
 use serde_json::json;
 
 const V453: &str = "ghcr.io/appscode-images/pgpool2:4.5.3";
