@@ -68,3 +68,7 @@ pub fn eviction_refused_message(
     m.push_str(&format!("; retrying until {until} (uid {uid})"));
     m
 }
+
+#[cfg(test)]
+#[path = "eviction_tests.rs"]
+mod tests;

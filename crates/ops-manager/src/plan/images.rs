@@ -74,3 +74,7 @@ pub fn set_spec_images(spec: &mut PodSpec, images: &Images) -> bool {
 pub fn pod_on_images(pod: &Pod, images: &Images) -> bool {
     pod.spec.as_ref().is_some_and(|s| spec_on_images(s, images))
 }
+
+#[cfg(test)]
+#[path = "images_tests.rs"]
+mod tests;

@@ -25,4 +25,4 @@ pub use validation::{
 };
 
 #[cfg(test)]
-mod tests;
+mod fixtures;

@@ -260,3 +260,7 @@ pub fn rollback_pod_step(name: &str, pod: Option<&Pod>, source: &Images) -> Roll
         },
     }
 }
+
+#[cfg(test)]
+#[path = "pods_tests.rs"]
+mod tests;

@@ -96,3 +96,7 @@ pub fn queue_decision(me: &PgpoolOpsRequest, siblings: &[PgpoolOpsRequest]) -> Q
         None => QueueDecision::Start,
     }
 }
+
+#[cfg(test)]
+#[path = "queue_tests.rs"]
+mod tests;

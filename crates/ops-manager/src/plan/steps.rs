@@ -60,3 +60,7 @@ pub fn next_step(t: OpsRequestType, conds: &[Condition]) -> Step {
         Step::Resume
     }
 }
+
+#[cfg(test)]
+#[path = "steps_tests.rs"]
+mod tests;

@@ -215,3 +215,7 @@ pub fn not_ready_message(pp_name: &str, waiting: &str, timeout: &str) -> String 
          create the request again with spec.apply: Always"
     )
 }
+
+#[cfg(test)]
+#[path = "validation_tests.rs"]
+mod tests;
