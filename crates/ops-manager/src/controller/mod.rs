@@ -2,7 +2,8 @@
 //! it, and records each step as a condition on the request before and after acting, so that
 //! a restarted ops-manager continues from the conditions and the cluster's objects alone.
 //!
-//! The pieces, in the order a request meets them: [`wiring`] (watches and mappers),
+//! The pieces, in the order a request meets them: [`wiring`] (the watches and the shared
+//! request cache) with [`mappers`],
 //! [`driver`] (load, queue, pick the next step and dispatch), one file per step
 //! ([`validate`], [`pause`], [`update_petsets`], [`restart_pods`], [`update_database`],
 //! [`finish`] with the Resume step and failures, [`rollback`]), on top of [`run`] (the
@@ -15,6 +16,7 @@ mod context;
 mod driver;
 mod error;
 mod finish;
+mod mappers;
 mod pause;
 mod queue;
 mod restart_pods;

@@ -1,5 +1,5 @@
-//! Wiring: the watches that wake a request, the mappers from other objects to requests, and
-//! the controller's start and stop.
+//! Wiring: the watches that wake a request (mappers in [`super::mappers`]), the request cache,
+//! and the controller's start and stop.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -8,20 +8,25 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::reflector::{self, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource};
 use operator_kit::EventRecorder;
-use pgpool_api::{OpsRequestPhase, PetSet, Pgpool, PgpoolOpsRequest, names};
+use pgpool_api::{PetSet, Pgpool, PgpoolOpsRequest, names};
 
 use super::context::Ctx;
 use super::driver::reconcile;
+use super::mappers;
 use super::retry::error_policy;
 use crate::events::EventQueue;
 use crate::metrics::Metrics;
-use crate::plan;
 use crate::{OpsManagerConfig, REPORTER};
 
+/// Events the request cache buffers for each of its subscribers (the controller's own trigger
+/// and the sibling mapper) before the watch waits for them.
+const SHARED_BUFFER: usize = 256;
+
+/// Run the controller until `shutdown` resolves (see [`crate::run`]).
 pub(crate) async fn run(
     client: Client,
     config: OpsManagerConfig,
@@ -39,14 +44,18 @@ pub(crate) async fn run(
             None => Api::all(client.clone()),
         }
     }
-    let controller = Controller::new(
-        api::<PgpoolOpsRequest>(&client, &ns),
-        watcher::Config::default(),
-    );
-    // The mappers and the metrics read requests from a reflector of our own: it is the only
-    // store `ready` waits on (a kube store's readiness wakes only one waiter, and that one must
-    // stay the controller's).
-    let (store, writer) = reflector::store::<PgpoolOpsRequest>();
+    // One watch on PgpoolOpsRequest feeds one cache, shared by the controller (its trigger and
+    // its store), the mappers and the metrics. `ready` is called from the watch itself when the
+    // first list is in the cache, so the controller stays the only waiter on the store's
+    // readiness (a kube store's readiness wakes only one waiter).
+    let (store, writer) = reflector::store_shared::<PgpoolOpsRequest>(SHARED_BUFFER);
+    let requests = writer
+        .subscribe()
+        .expect("a shared store hands out subscriptions");
+    let siblings = writer
+        .subscribe()
+        .expect("a shared store hands out subscriptions");
+    let mut ready = Some(ready);
     let reflector_task = tokio::spawn(
         reflector(
             writer,
@@ -56,7 +65,14 @@ pub(crate) async fn run(
             )
             .default_backoff(),
         )
-        .for_each(|_| async {}),
+        .for_each(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone))
+                && let Some(ready) = ready.take()
+            {
+                ready();
+            }
+            async {}
+        }),
     );
     let (events, events_task) = EventQueue::start(EventRecorder::new(
         client.clone(),
@@ -75,12 +91,6 @@ pub(crate) async fn run(
         max_requeue: config.max_requeue.max(Duration::from_secs(1)),
     });
 
-    let ready_store = store.clone();
-    let ready_task = tokio::spawn(async move {
-        if ready_store.wait_until_ready().await.is_ok() {
-            ready();
-        }
-    });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let stopping = operator_kit::CancellationToken::new();
     let stop_task = {
@@ -94,57 +104,28 @@ pub(crate) async fn run(
 
     let (s1, s2, s3, s4) = (store.clone(), store.clone(), store.clone(), store.clone());
     let pod_selector = format!("{}={}", names::LABEL_NAME, names::LABEL_NAME_VALUE);
-    controller
+    Controller::for_shared_stream(requests, store)
         .with_config(ControllerConfig::default().concurrency(config.concurrency.max(1)))
         .watches(
             api::<Pgpool>(&client, &ns),
             watcher::Config::default(),
-            move |pp: Pgpool| {
-                live_requests_for(&s1, &pp.namespace().unwrap_or_default(), &pp.name_any())
-            },
+            move |pp: Pgpool| mappers::for_pgpool(&s1, &pp),
         )
         .watches(
             api::<PetSet>(&client, &ns),
             watcher::Config::default(),
-            move |ps: PetSet| {
-                let owner = ps
-                    .labels()
-                    .get(names::LABEL_INSTANCE)
-                    .cloned()
-                    .unwrap_or_else(|| ps.name_any());
-                live_requests_for(&s2, &ps.namespace().unwrap_or_default(), &owner)
-            },
+            move |ps: PetSet| mappers::for_petset(&s2, &ps),
         )
         .watches(
             api::<Pod>(&client, &ns),
             watcher::Config::default().labels(&pod_selector),
-            move |pod: Pod| match pod.labels().get(names::LABEL_INSTANCE) {
-                Some(owner) => live_requests_for(&s3, &pod.namespace().unwrap_or_default(), owner),
-                None => Vec::new(),
-            },
+            move |pod: Pod| mappers::for_pod(&s3, &pod),
         )
         // A request that arrives, waits or ends wakes the other live requests of its Pgpool, so
         // the queue moves on at once (writes of a Progressing request wake nobody).
-        .watches(
-            api::<PgpoolOpsRequest>(&client, &ns),
-            watcher::Config::default(),
-            move |r: PgpoolOpsRequest| {
-                if plan::phase_of(&r) == OpsRequestPhase::Progressing
-                    && r.metadata.deletion_timestamp.is_none()
-                {
-                    return Vec::new();
-                }
-                let name = r.name_any();
-                live_requests_for(
-                    &s4,
-                    &r.namespace().unwrap_or_default(),
-                    &r.spec.database_ref.name,
-                )
-                .into_iter()
-                .filter(|o| o.name != name)
-                .collect()
-            },
-        )
+        .watches_shared_stream(siblings, move |r: Arc<PgpoolOpsRequest>| {
+            mappers::for_sibling(&s4, &r)
+        })
         .graceful_shutdown_on(async move {
             let _ = stop_rx.await;
         })
@@ -170,7 +151,6 @@ pub(crate) async fn run(
             }
         })
         .await;
-    ready_task.abort();
     stop_task.abort();
     reflector_task.abort();
     // The controller has dropped the context and with it the event queue: publish what is
@@ -182,22 +162,4 @@ pub(crate) async fn run(
     {
         tracing::warn!("events still queued at exit were dropped");
     }
-}
-
-/// Requests of Pgpool `pgpool` in `ns` that have not ended, from the cache.
-pub(super) fn live_requests_for(
-    store: &Store<PgpoolOpsRequest>,
-    ns: &str,
-    pgpool: &str,
-) -> Vec<ObjectRef<PgpoolOpsRequest>> {
-    store
-        .state()
-        .iter()
-        .filter(|r| {
-            r.metadata.namespace.as_deref() == Some(ns)
-                && r.spec.database_ref.name == pgpool
-                && !plan::phase_of(r).is_final()
-        })
-        .map(|r| ObjectRef::from_obj(r.as_ref()))
-        .collect()
 }
