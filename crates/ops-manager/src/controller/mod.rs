@@ -3,12 +3,12 @@
 //! a restarted ops-manager continues from the conditions and the cluster's objects alone.
 //!
 //! The pieces, in the order a request meets them: [`wiring`] (the watches and the shared
-//! request cache) with [`mappers`],
-//! [`driver`] (load, queue, pick the next step and dispatch), one file per step
-//! ([`validate`], [`pause`], [`update_petsets`], [`restart_pods`], [`update_database`],
-//! [`finish`] with the Resume step and failures, [`rollback`]), on top of [`run`] (the
-//! request's conditions, status writes, deadlines and events) and [`cluster`] (the objects the
-//! steps act on). [`retry`] holds the error backoff.
+//! request cache) with [`mappers`]; [`driver`] (load, pick the next step, dispatch) and
+//! [`queue`] (wait for the Pgpool's slot, start); one file per step ([`validate`], [`pause`],
+//! [`update_petsets`], [`restart_pods`], [`update_database`], [`finish`] with the Resume step
+//! and failures, [`rollback`]). They stand on [`run`] (the request's conditions, status
+//! writes, deadlines and events), [`cluster`] (the objects the steps act on) and [`api`]
+//! (status codes, get-modify-replace). [`retry`] holds the error backoff.
 
 mod api;
 mod cluster;
