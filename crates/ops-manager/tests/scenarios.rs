@@ -711,3 +711,39 @@ async fn an_eviction_refused_by_a_budget_says_which_budget_why_and_until_when() 
     assert_eq!(condition_types(&req), update_story("pp-update", 1));
     ops.stop().await;
 }
+
+/// The requests are watched once: the controller, the mappers and the metrics share one cache.
+#[tokio::test]
+async fn requests_are_listed_and_watched_once() {
+    let env = Env::new(kubelet()).await;
+    let log = env.server.requests();
+    let mark = log.mark();
+    let ops = OpsManager::start(&env.server).await;
+    let by_ops = |verb: Verb, resource: &'static str| {
+        move |k: &testkit::RequestKey| {
+            k.agent == OPS_AGENT && k.verb == verb && k.matches_resource(resource)
+        }
+    };
+    // The watches of the other kinds are opened with the controller's: once they are all open,
+    // every watch the ops-manager opens at start is open.
+    log.wait_for(Wake::Request, LIMIT, "the ops-manager's watches", || {
+        let counts = log.since(&mark);
+        let open = ["pgpools", "petsets", "pods", "pgpoolopsrequests"]
+            .into_iter()
+            .all(|r| counts.sum(by_ops(Verb::Watch, r)) >= 1);
+        async move { open.then_some(()) }
+    })
+    .await;
+    let counts = log.since(&mark);
+    assert_eq!(
+        counts.sum(by_ops(Verb::List, "pgpoolopsrequests")),
+        1,
+        "{counts:?}"
+    );
+    assert_eq!(
+        counts.sum(by_ops(Verb::Watch, "pgpoolopsrequests")),
+        1,
+        "{counts:?}"
+    );
+    ops.stop().await;
+}

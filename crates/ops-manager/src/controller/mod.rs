@@ -1,0 +1,31 @@
+//! The PgpoolOpsRequest controller: reads the cluster, asks [`crate::plan`] what to do, does
+//! it, and records each step as a condition on the request before and after acting, so that
+//! a restarted ops-manager continues from the conditions and the cluster's objects alone.
+//!
+//! The pieces, in the order a request meets them: [`wiring`] (the watches and the shared
+//! request cache) with [`mappers`]; [`driver`] (load, pick the next step, dispatch) and
+//! [`queue`] (wait for the Pgpool's slot, start); one file per step ([`validate`], [`pause`],
+//! [`update_petsets`], [`restart_pods`], [`update_database`], [`finish`] with the Resume step
+//! and failures, [`rollback`]). They stand on [`run`] (the request's conditions, status
+//! writes, deadlines and events), [`cluster`] (the objects the steps act on) and [`api`]
+//! (status codes, get-modify-replace). [`retry`] holds the error backoff.
+
+mod api;
+mod cluster;
+mod context;
+mod driver;
+mod error;
+mod finish;
+mod mappers;
+mod pause;
+mod queue;
+mod restart_pods;
+mod retry;
+mod rollback;
+mod run;
+mod update_database;
+mod update_petsets;
+mod validate;
+mod wiring;
+
+pub(crate) use wiring::run;

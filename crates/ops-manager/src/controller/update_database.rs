@@ -1,0 +1,41 @@
+//! Step UpdateDatabase: set the Pgpool's `spec.version` to the target.
+
+use kube::api::{Patch, PatchParams};
+use pgpool_api::conditions::ops;
+use serde_json::json;
+
+use super::api::is_status;
+use super::error::Result;
+use super::run::{Flow, Run};
+use crate::plan;
+
+impl Run<'_> {
+    /// Step UpdateDatabase: set the Pgpool's `spec.version` to the target version.
+    pub(super) async fn step_update_database(&mut self) -> Result<Flow> {
+        let to = plan::target_version(&self.req).unwrap_or("").to_string();
+        let patch = json!({ "spec": { "version": to } });
+        match self
+            .pgpools()
+            .patch(&self.pgpool, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {
+                let msg = format!("Pgpool {} was deleted", self.pgpool);
+                return self.fail_step("PgpoolNotFound", msg).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let msg = format!("Pgpool {} spec.version is now {to}", self.pgpool);
+        // Patching spec.version again after a crash changes nothing: written with the final
+        // status.
+        self.complete(
+            ops::UPDATE_DATABASE,
+            "UpdateDatabase",
+            ops::UPDATE_DATABASE,
+            "UpdateDatabase",
+            &msg,
+        );
+        Ok(Flow::Next)
+    }
+}

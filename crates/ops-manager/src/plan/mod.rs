@@ -1,0 +1,28 @@
+//! Pure decisions of the ops-manager: validation of a request, its place in the per-Pgpool
+//! queue, what to do next for one pod, and image bookkeeping. Nothing here talks to the API
+//! server, so every rule is table-tested.
+//!
+//! One file per kind of decision: [`steps`] (which step comes next), [`queue`], [`validation`],
+//! [`pods`] (per-pod decisions), [`eviction`] (budgets and refusals) and [`images`].
+
+mod eviction;
+mod images;
+mod pods;
+mod queue;
+mod steps;
+mod validation;
+
+pub use eviction::{budget_of, eviction_refused_message};
+pub use images::{Images, pod_on_images, set_spec_images, spec_on_images};
+pub use pods::{
+    PodStep, RollbackPodStep, evict_message, petset_observed, pod_broken, pod_ready, pod_step,
+    pod_terminating, recorded_uid, rollback_pod_step,
+};
+pub use queue::{QueueDecision, phase_of, queue_decision, queue_order};
+pub use steps::{SKIPPED, Step, next_step, start_condition};
+pub use validation::{
+    ValidationInput, Verdict, not_ready_message, pgpool_ready, target_version, validate,
+};
+
+#[cfg(test)]
+mod fixtures;

@@ -1,0 +1,66 @@
+//! The steps of a request, read from its conditions alone.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use pgpool_api::OpsRequestType;
+use pgpool_api::conditions::{self, ops};
+
+/// Condition type of a request superseded by a newer one (our own; KubeDB has only the phase).
+pub const SKIPPED: &str = "Skipped";
+
+/// The next step of a Progressing request, read from its conditions alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Validation (and, with IfReady, waiting for Ready).
+    Validate,
+    /// Pause handshake.
+    Pause,
+    /// Set the PetSet's images.
+    UpdatePetSets,
+    /// Pod-by-pod restart.
+    RestartPods,
+    /// Set `spec.version`.
+    UpdateDatabase,
+    /// Remove the pause and end Successful.
+    Resume,
+    /// A step failed: undo, resume, end Failed.
+    Rollback,
+    /// Nothing left (a final condition exists).
+    Done,
+}
+
+/// The first condition type of a request of this type.
+pub fn start_condition(t: OpsRequestType) -> &'static str {
+    match t {
+        OpsRequestType::UpdateVersion => ops::UPDATE_VERSION,
+        OpsRequestType::Restart => ops::RESTART,
+    }
+}
+
+/// The next step from the conditions of a request of type `t`.
+pub fn next_step(t: OpsRequestType, conds: &[Condition]) -> Step {
+    use conditions::is_true;
+    if is_true(conds, ops::SUCCESSFUL) || is_true(conds, ops::FAILED) || is_true(conds, SKIPPED) {
+        return Step::Done;
+    }
+    if conditions::get(conds, ops::ROLLBACK).is_some() {
+        return Step::Rollback;
+    }
+    let update = t == OpsRequestType::UpdateVersion;
+    if !is_true(conds, start_condition(t)) {
+        Step::Validate
+    } else if !is_true(conds, ops::DATABASE_PAUSE_SUCCEEDED) {
+        Step::Pause
+    } else if update && !is_true(conds, ops::UPDATE_PETSETS) {
+        Step::UpdatePetSets
+    } else if !is_true(conds, ops::RESTART_PODS) {
+        Step::RestartPods
+    } else if update && !is_true(conds, ops::UPDATE_DATABASE) {
+        Step::UpdateDatabase
+    } else {
+        Step::Resume
+    }
+}
+
+#[cfg(test)]
+#[path = "steps_tests.rs"]
+mod tests;

@@ -1,0 +1,47 @@
+use pgpool_api::OpsRequestType;
+use pgpool_api::conditions::ops;
+
+use super::super::fixtures::*;
+use crate::plan::*;
+
+#[test]
+fn steps_follow_the_conditions() {
+    let t = OpsRequestType::UpdateVersion;
+    let mut conds = Vec::new();
+    assert_eq!(next_step(t, &conds), Step::Validate);
+    cond(&mut conds, ops::UPDATE_VERSION, "Unknown", String::new());
+    assert_eq!(next_step(t, &conds), Step::Validate);
+    cond(&mut conds, ops::UPDATE_VERSION, "True", String::new());
+    assert_eq!(next_step(t, &conds), Step::Pause);
+    cond(
+        &mut conds,
+        ops::DATABASE_PAUSE_SUCCEEDED,
+        "True",
+        String::new(),
+    );
+    assert_eq!(next_step(t, &conds), Step::UpdatePetSets);
+    assert_eq!(next_step(OpsRequestType::Restart, &conds), Step::Validate);
+    cond(&mut conds, ops::UPDATE_PETSETS, "True", String::new());
+    assert_eq!(next_step(t, &conds), Step::RestartPods);
+    cond(&mut conds, ops::RESTART_PODS, "True", String::new());
+    assert_eq!(next_step(t, &conds), Step::UpdateDatabase);
+    cond(&mut conds, ops::UPDATE_DATABASE, "True", String::new());
+    assert_eq!(next_step(t, &conds), Step::Resume);
+    cond(&mut conds, ops::ROLLBACK, "Unknown", String::new());
+    assert_eq!(next_step(t, &conds), Step::Rollback);
+    cond(&mut conds, ops::FAILED, "True", String::new());
+    assert_eq!(next_step(t, &conds), Step::Done);
+
+    let r = OpsRequestType::Restart;
+    let mut conds = Vec::new();
+    cond(&mut conds, ops::RESTART, "True", String::new());
+    cond(
+        &mut conds,
+        ops::DATABASE_PAUSE_SUCCEEDED,
+        "True",
+        String::new(),
+    );
+    assert_eq!(next_step(r, &conds), Step::RestartPods);
+    cond(&mut conds, ops::RESTART_PODS, "True", String::new());
+    assert_eq!(next_step(r, &conds), Step::Resume);
+}
