@@ -29,9 +29,7 @@ use super::diff::{is_subset, stamp_hash};
 use super::index::{Kind, MetaIndex, fingerprint_of};
 use super::memo::{ChildMemo, Memo, MemoOutcome, Memos};
 use super::status::{EventNote, Health, Outcome, PodRevisions, is_paused, next_status};
-use super::validate::{
-    AuthPlan, Plan, RandomGenerator, auth_externally_managed, is_ours, validate,
-};
+use super::validate::{AuthPlan, Plan, RandomGenerator, is_ours, validate};
 use crate::cache::{PodLite, Synced};
 use crate::events::EventRecorder;
 use crate::metrics::{ControllerMetrics, PhaseGauge};
@@ -854,7 +852,7 @@ async fn cleanup(ctx: &Context, pgpool: &Pgpool, wipe_out: bool) -> Result<(), R
     let Some(auth) = &c.auth_secret else {
         return Ok(());
     };
-    if auth_externally_managed(&pgpool.spec) || !is_ours(auth, &pgpool.name_any()) {
+    if pgpool.spec.auth_externally_managed() || !is_ours(auth, &pgpool.name_any()) {
         return Ok(());
     }
     if wipe_out {

@@ -12,8 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::core::ApiResource;
 use kube::{Resource, ResourceExt};
 use pgpool_api::appbinding::host_port_from_url;
-use pgpool_api::pgpool::{ClientAuthMode, PgpoolSpec};
-use pgpool_api::{AppBinding, Pgpool, conditions, names};
+use pgpool_api::pgpool::ClientAuthMode;
+use pgpool_api::{AppBinding, Pgpool, names};
 
 use super::dereference::{GroupBackend, Observed};
 use crate::config::{self, Backend, RenderInput, Rendered};
@@ -200,58 +200,9 @@ pub fn is_ours(secret: &Secret, name: &str) -> bool {
         && labels.get(names::LABEL_NAME).map(String::as_str) == Some(names::LABEL_NAME_VALUE)
 }
 
-/// The name of the auth Secret of a Pgpool.
-pub fn auth_secret_name(pgpool: &Pgpool) -> String {
-    pgpool
-        .spec
-        .auth_secret
-        .as_ref()
-        .and_then(|s| s.name.clone())
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| names::auth_secret(&pgpool.name_any()))
-}
-
-/// True when the auth Secret is managed by the user (`spec.authSecret.externallyManaged`).
-pub fn auth_externally_managed(spec: &PgpoolSpec) -> bool {
-    spec.auth_secret
-        .as_ref()
-        .and_then(|s| s.externally_managed)
-        .unwrap_or(false)
-}
-
-/// The name of the user configuration Secret, if any (`spec.configuration.secretName`, else
-/// the older `spec.configSecret.name`).
-pub fn user_config_secret_name(spec: &PgpoolSpec) -> Option<String> {
-    spec.configuration
-        .as_ref()
-        .and_then(|c| c.secret_name.clone())
-        .or_else(|| spec.config_secret.as_ref().map(|r| r.name.clone()))
-        .filter(|n| !n.is_empty())
-}
-
-/// Namespace of the AppBinding (`spec.postgresRef.namespace`, default the Pgpool's).
-pub fn appbinding_namespace(pgpool: &Pgpool) -> String {
-    pgpool
-        .spec
-        .postgres_ref
-        .namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .or_else(|| pgpool.namespace())
-        .unwrap_or_default()
-}
-
 fn secret_string(secret: &Secret, key: &str) -> Option<String> {
     let bytes: &ByteString = secret.data.as_ref()?.get(key)?;
     String::from_utf8(bytes.0.clone()).ok()
-}
-
-/// True when the Pgpool was provisioned before (a deprecated version keeps running).
-pub(crate) fn was_provisioned(pgpool: &Pgpool) -> bool {
-    pgpool.status.as_ref().is_some_and(|s| {
-        conditions::is_true(&s.conditions, conditions::pgpool::PROVISIONING_STARTED)
-            || conditions::is_true(&s.conditions, conditions::pgpool::PROVISIONED)
-    })
 }
 
 /// The service host of an AppBinding: its Service's cluster DNS name, or the URL's host.
@@ -388,7 +339,7 @@ fn backends(
 
 fn user_overrides(pgpool: &Pgpool, observed: &Observed) -> Result<Vec<(String, String)>, Problem> {
     let mut out = Vec::new();
-    if let Some(name) = user_config_secret_name(&pgpool.spec) {
+    if let Some(name) = pgpool.spec.user_config_secret_name() {
         let ns = pgpool.namespace().unwrap_or_default();
         let Some(secret) = &observed.user_config_secret else {
             return Err(Problem::new(
@@ -478,9 +429,9 @@ fn auth_plan(
     observed: &Observed,
     generator: &mut dyn Generator,
 ) -> Result<AuthPlan, Problem> {
-    let name = auth_secret_name(pgpool);
+    let name = pgpool.auth_secret_name();
     let ns = pgpool.namespace().unwrap_or_default();
-    let external = auth_externally_managed(&pgpool.spec);
+    let external = pgpool.spec.auth_externally_managed();
     match &observed.children.auth_secret {
         Some(secret) => {
             let password = secret_string(secret, "password").filter(|p| !p.is_empty());
@@ -574,7 +525,7 @@ pub fn validate(
             ),
         ));
     };
-    if version.spec.is_deprecated() && !was_provisioned(pgpool) {
+    if version.spec.is_deprecated() && !pgpool.was_provisioned() {
         return Err(Problem::new(
             reason::VERSION_DEPRECATED,
             format!(
@@ -643,7 +594,7 @@ pub fn validate(
     }
 
     // backend
-    let ab_ns = appbinding_namespace(pgpool);
+    let ab_ns = pgpool.appbinding_namespace();
     let ab_name = &spec.postgres_ref.name;
     let Some(ab) = &observed.appbinding else {
         return Err(Problem::new(
