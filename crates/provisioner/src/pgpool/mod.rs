@@ -10,10 +10,15 @@
 //! [`memo`]) only computes the status, without a request; otherwise the children that exist
 //! are read from the API server before they are compared.
 
+pub mod apply;
 pub mod build;
 pub mod cached;
+pub mod cleanup;
+pub mod context;
 pub mod dereference;
 pub mod diff;
+pub mod error;
+pub mod fast_path;
 pub mod index;
 pub mod memo;
 pub mod reconcile;
@@ -37,8 +42,10 @@ use operator_kit::CancellationToken;
 use pgpool_api::{AppBinding, PgpoolVersion, names};
 use tracing::{debug, warn};
 
+pub use apply::FIELD_MANAGER;
 pub use cached::CachedPgpool;
-pub use reconcile::{Caches, Context, FIELD_MANAGER, ReconcileError};
+pub use context::{Caches, Context};
+pub use error::ReconcileError;
 
 use crate::cache::{Feed, PodLite, Synced, trim_meta};
 use crate::events::EventRecorder;
