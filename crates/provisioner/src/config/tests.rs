@@ -1,5 +1,8 @@
 //! Unit tests of the rendering.
 
+use std::collections::HashSet;
+use std::path::PathBuf;
+
 use super::*;
 
 fn input() -> RenderInput {

@@ -1,8 +1,11 @@
 //! The Pgpool controller (DESIGN.md §4): Pgpool -> Secrets, Services, PetSet, PDB,
 //! ServiceMonitor, and the Pgpool's status.
 //!
-//! Pipeline per reconcile: [`dereference`] (reads) -> [`validate`] (pure) -> [`build`] (pure)
-//! -> apply (server-side apply, skipped when nothing differs, see [`diff`]) -> [`status`].
+//! Pipeline per reconcile ([`reconcile`], the orchestrator): [`dereference`] (reads) ->
+//! [`validate`] (pure) -> [`build`] (pure, one file per child object) -> [`apply`] (server-side
+//! apply, skipped when nothing differs, see [`diff`]) -> [`status`]. Around it: [`cleanup`]
+//! (`spec.halted`, the finalizer and the deletion policy), [`fast_path`] (skip to the status
+//! when nothing changed), [`context`] (caches and shared state) and [`error`].
 //!
 //! Reads come from watch caches: Pgpools, PgpoolVersions and AppBindings in full, pods in
 //! compact form, and the metadata of every Secret and Service and of its PetSets and PDBs in
