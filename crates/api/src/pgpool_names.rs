@@ -115,13 +115,14 @@ mod tests {
         assert!(!p.spec.auth_externally_managed());
         assert!(!p.was_provisioned());
 
-        let mut spec = PgpoolSpec::default();
-        spec.auth_secret = Some(SecretReference {
-            name: Some("mine".into()),
-            externally_managed: Some(true),
+        let mut p = pgpool(PgpoolSpec {
+            auth_secret: Some(SecretReference {
+                name: Some("mine".into()),
+                externally_managed: Some(true),
+            }),
+            ..PgpoolSpec::default()
         });
-        spec.postgres_ref.namespace = Some("db".into());
-        let p = pgpool(spec);
+        p.spec.postgres_ref.namespace = Some("db".into());
         assert_eq!(p.auth_secret_name(), "mine");
         assert!(p.spec.auth_externally_managed());
         assert_eq!(p.appbinding_namespace(), "db");

@@ -126,7 +126,7 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
     ctx.caches.discovery.api(&ctx.client).await?;
     let fast = FastPath::look(ctx, &src, pgpool, &key);
     if let Some(outcome) = fast.unchanged(ctx, pgpool).await? {
-        report(ctx, &api, pgpool, &outcome).await?;
+        report(ctx, &api, pgpool, outcome).await?;
         return Ok(Action::await_change());
     }
 
