@@ -8,9 +8,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use pgpool_api::{Pgpool, names};
 
-use crate::pgpool::dereference::Observed;
-
 use super::plan::{AuthPlan, Generator, Problem, reason};
+use crate::pgpool::dereference::Observed;
 
 /// Is the Secret one this provisioner made for Pgpool `name` (by its labels)?
 pub fn is_ours(secret: &Secret, name: &str) -> bool {

@@ -4,11 +4,10 @@
 use kube::{Resource, ResourceExt};
 use pgpool_api::Pgpool;
 
-use crate::config::{self};
-use crate::pgpool::dereference::Observed;
-
 use super::auth::secret_string;
 use super::plan::{Problem, reason};
+use crate::config::{self};
+use crate::pgpool::dereference::Observed;
 
 pub(super) fn user_overrides(
     pgpool: &Pgpool,
