@@ -14,6 +14,7 @@ pub mod names;
 pub mod ops;
 pub mod petset;
 pub mod pgpool;
+pub mod pgpool_names;
 pub mod version;
 
 pub use appbinding::{AppBinding, AppBindingSpec};

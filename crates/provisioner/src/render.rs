@@ -17,7 +17,7 @@ use crate::config::{KEY_PCP_CONF, KEY_PGPOOL_CONF, KEY_POOL_HBA_CONF, KEY_POOL_P
 use crate::pgpool::build::{Desired, build};
 use crate::pgpool::dereference::{Children, Lookup, references};
 use crate::pgpool::diff::stamp_hash;
-use crate::pgpool::validate::{AuthPlan, Generator, Plan, Problem, auth_secret_name, validate};
+use crate::pgpool::validate::{AuthPlan, Generator, Plan, Problem, validate};
 
 /// What a masked secret value is printed as.
 pub const MASK: &str = "********";
@@ -171,7 +171,7 @@ impl Inputs {
         let p = &self.pgpool;
         let (name, ns) = (p.name_any(), p.namespace().unwrap_or_default());
         Children {
-            auth_secret: find(&self.secrets, &ns, &auth_secret_name(p)).cloned(),
+            auth_secret: find(&self.secrets, &ns, &p.auth_secret_name()).cloned(),
             config_secret: find(&self.secrets, &ns, &names::config_secret(&name)).cloned(),
             primary_service: find(&self.services, &ns, &names::primary_service(&name)).cloned(),
             pods_service: find(&self.services, &ns, &names::pods_service(&name)).cloned(),

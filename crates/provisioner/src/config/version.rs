@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::ConfigError;
+use super::error::ConfigError;
 
 /// The oldest Pgpool-II release whose configuration we can render (`backend_clustering_mode`,
 /// `ALWAYS_PRIMARY`, `-k` key file and AES entries in `pool_passwd` are all present from 4.3).

@@ -11,7 +11,6 @@ use pgpool_api::{Pgpool, PgpoolStatus};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
-use super::validate::{appbinding_namespace, auth_secret_name, user_config_secret_name};
 use crate::cache::{resource_as, trim_meta};
 
 /// The names a Pgpool points at, for the watch mappers.
@@ -48,7 +47,7 @@ impl CachedPgpool {
         trim_meta(&mut pgpool.metadata);
         let ns = pgpool.namespace().unwrap_or_default();
         let mut appbindings = vec![(
-            appbinding_namespace(&pgpool),
+            pgpool.appbinding_namespace(),
             pgpool.spec.postgres_ref.name.clone(),
         )];
         for b in pgpool
@@ -64,8 +63,8 @@ impl CachedPgpool {
         let refs = Refs {
             version: pgpool.spec.version.clone(),
             appbindings,
-            auth_secret: auth_secret_name(&pgpool),
-            config_secret: user_config_secret_name(&pgpool.spec),
+            auth_secret: pgpool.auth_secret_name(),
+            config_secret: pgpool.spec.user_config_secret_name(),
         };
         Ok(Self {
             spec: serde_json::to_string(&pgpool.spec)?.into_boxed_str(),
@@ -122,7 +121,7 @@ mod tests {
                     ("db".into(), "pg".into()),
                     ("demo".into(), "replicas".into())
                 ],
-                auth_secret: auth_secret_name(&full),
+                auth_secret: full.auth_secret_name(),
                 config_secret: Some("my-config".into()),
             }
         );

@@ -20,7 +20,6 @@ use kube::{Client, ResourceExt};
 use pgpool_api::{AppBinding, PetSet, Pgpool, PgpoolVersion, names};
 
 use super::index::{Kind, KindIndex, MetaIndex, rv_hash};
-use super::validate::{appbinding_namespace, auth_secret_name, user_config_secret_name};
 
 /// The ServiceMonitor kind of the Prometheus operator.
 pub fn service_monitor_gvk() -> GroupVersionKind {
@@ -84,18 +83,17 @@ pub struct Observed {
 
 /// The children of a Pgpool as (kind, name), the ServiceMonitor only when `service_monitor`.
 pub fn child_slots(pgpool: &Pgpool, service_monitor: bool) -> Vec<(Kind, String)> {
-    let name = pgpool.name_any();
     let mut slots = vec![
-        (Kind::Secret, auth_secret_name(pgpool)),
-        (Kind::Secret, names::config_secret(&name)),
-        (Kind::Service, names::primary_service(&name)),
-        (Kind::Service, names::pods_service(&name)),
-        (Kind::Service, names::stats_service(&name)),
-        (Kind::PetSet, names::petset(&name)),
-        (Kind::Pdb, names::pdb(&name)),
+        (Kind::Secret, pgpool.auth_secret_name()),
+        (Kind::Secret, pgpool.config_secret_name()),
+        (Kind::Service, pgpool.primary_service_name()),
+        (Kind::Service, pgpool.pods_service_name()),
+        (Kind::Service, pgpool.stats_service_name()),
+        (Kind::PetSet, pgpool.petset_name()),
+        (Kind::Pdb, pgpool.pdb_name()),
     ];
     if service_monitor {
-        slots.push((Kind::ServiceMonitor, names::stats_service(&name)));
+        slots.push((Kind::ServiceMonitor, pgpool.stats_service_name()));
     }
     slots
 }
@@ -223,7 +221,7 @@ pub async fn read_service_monitor(
     };
     let ns = pgpool.namespace().unwrap_or_default();
     let sms: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
-    match sms.get_opt(&names::stats_service(&pgpool.name_any())).await {
+    match sms.get_opt(&pgpool.stats_service_name()).await {
         Ok(sm) => Ok((Some(ar), false, sm)),
         Err(kube::Error::Api(e)) if e.code == 403 => Ok((None, true, None)),
         Err(e) => Err(e),
@@ -343,7 +341,6 @@ pub async fn children(
     service_monitor: Option<DynamicObject>,
 ) -> kube::Result<Children> {
     let client = src.client;
-    let name = pgpool.name_any();
     let ns = pgpool.namespace().unwrap_or_default();
     let exists = |kind: Kind, child: &str| {
         known(kind, child)
@@ -364,13 +361,13 @@ pub async fn children(
     }
     let secrets = || Api::<Secret>::namespaced(client.clone(), &ns);
     let services = || Api::<Service>::namespaced(client.clone(), &ns);
-    let (auth, config) = (auth_secret_name(pgpool), names::config_secret(&name));
+    let (auth, config) = (pgpool.auth_secret_name(), pgpool.config_secret_name());
     let (primary, pods, stats) = (
-        names::primary_service(&name),
-        names::pods_service(&name),
-        names::stats_service(&name),
+        pgpool.primary_service_name(),
+        pgpool.pods_service_name(),
+        pgpool.stats_service_name(),
     );
-    let (petset, pdb) = (names::petset(&name), names::pdb(&name));
+    let (petset, pdb) = (pgpool.petset_name(), pgpool.pdb_name());
     Ok(Children {
         auth_secret: read(secrets(), auth.clone(), exists(Kind::Secret, &auth)).await?,
         config_secret: read(secrets(), config.clone(), exists(Kind::Secret, &config)).await?,
@@ -404,7 +401,7 @@ pub async fn references(lookup: &impl Lookup, pgpool: &Pgpool) -> kube::Result<O
         ..Observed::default()
     };
 
-    let ab_ns = appbinding_namespace(pgpool);
+    let ab_ns = pgpool.appbinding_namespace();
     observed.appbinding = lookup
         .appbinding(&ab_ns, &pgpool.spec.postgres_ref.name)
         .await?;
@@ -434,7 +431,7 @@ pub async fn references(lookup: &impl Lookup, pgpool: &Pgpool) -> kube::Result<O
         });
     }
 
-    if let Some(name) = user_config_secret_name(&pgpool.spec) {
+    if let Some(name) = pgpool.spec.user_config_secret_name() {
         observed.user_config_secret = lookup.secret(&ns, &name).await?;
     }
     Ok(observed)
@@ -476,7 +473,7 @@ pub fn dependencies(src: &Sources<'_>, pgpool: &Pgpool) -> u64 {
     version.as_ref().map(|v| v.resource_version()).hash(&mut h);
     // a deprecated version is refused only to Pgpools that were never provisioned
     version
-        .is_some_and(|v| v.spec.is_deprecated() && !super::validate::was_provisioned(pgpool))
+        .is_some_and(|v| v.spec.is_deprecated() && !pgpool.was_provisioned())
         .hash(&mut h);
     let mut appbinding = |ab_ns: &str, name: &str| {
         if !src.covers(ab_ns) {
@@ -502,7 +499,7 @@ pub fn dependencies(src: &Sources<'_>, pgpool: &Pgpool) -> u64 {
         }
     };
     appbinding(
-        &appbinding_namespace(pgpool),
+        &pgpool.appbinding_namespace(),
         &pgpool.spec.postgres_ref.name,
     );
     for b in pgpool
@@ -515,7 +512,7 @@ pub fn dependencies(src: &Sources<'_>, pgpool: &Pgpool) -> u64 {
             appbinding(&ns, group);
         }
     }
-    if let Some(name) = user_config_secret_name(&pgpool.spec) {
+    if let Some(name) = pgpool.spec.user_config_secret_name() {
         src.index
             .secrets
             .get(&ns, &name)

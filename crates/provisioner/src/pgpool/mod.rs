@@ -1,8 +1,11 @@
 //! The Pgpool controller (DESIGN.md §4): Pgpool -> Secrets, Services, PetSet, PDB,
 //! ServiceMonitor, and the Pgpool's status.
 //!
-//! Pipeline per reconcile: [`dereference`] (reads) -> [`validate`] (pure) -> [`build`] (pure)
-//! -> apply (server-side apply, skipped when nothing differs, see [`diff`]) -> [`status`].
+//! Pipeline per reconcile ([`reconcile`], the orchestrator): [`dereference`] (reads) ->
+//! [`validate`] (pure) -> [`build`] (pure, one file per child object) -> [`apply`] (server-side
+//! apply, skipped when nothing differs, see [`diff`]) -> [`status`]. Around it: [`cleanup`]
+//! (`spec.halted`, the finalizer and the deletion policy), [`fast_path`] (skip to the status
+//! when nothing changed), [`context`] (caches and shared state) and [`error`].
 //!
 //! Reads come from watch caches: Pgpools, PgpoolVersions and AppBindings in full, pods in
 //! compact form, and the metadata of every Secret and Service and of its PetSets and PDBs in
@@ -10,10 +13,15 @@
 //! [`memo`]) only computes the status, without a request; otherwise the children that exist
 //! are read from the API server before they are compared.
 
+pub mod apply;
 pub mod build;
 pub mod cached;
+pub mod cleanup;
+pub mod context;
 pub mod dereference;
 pub mod diff;
+pub mod error;
+pub mod fast_path;
 pub mod index;
 pub mod memo;
 pub mod reconcile;
@@ -37,8 +45,10 @@ use operator_kit::CancellationToken;
 use pgpool_api::{AppBinding, PgpoolVersion, names};
 use tracing::{debug, warn};
 
+pub use apply::FIELD_MANAGER;
 pub use cached::CachedPgpool;
-pub use reconcile::{Caches, Context, FIELD_MANAGER, ReconcileError};
+pub use context::{Caches, Context};
+pub use error::ReconcileError;
 
 use crate::cache::{Feed, PodLite, Synced, trim_meta};
 use crate::events::EventRecorder;
