@@ -61,6 +61,7 @@ pub mod backoff;
 pub mod bootstrap;
 mod error;
 mod info;
+pub mod reconcile_metrics;
 mod runner;
 mod runtime;
 
