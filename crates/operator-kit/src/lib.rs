@@ -57,6 +57,7 @@ mod leader;
 mod readiness;
 mod telemetry;
 
+pub mod api;
 pub mod backoff;
 pub mod bootstrap;
 mod error;
