@@ -48,6 +48,15 @@
 //! exits non-zero and Kubernetes restarts the container, which comes back as a standby.
 //! Exiting is the safe choice: a replica that may no longer be leader must not keep
 //! writing, and a fresh process has no state left over from its time as leader.
+//!
+//! Pieces the controllers share:
+//! - [`bootstrap`]: the binary's `main` (malloc arenas, runtime, [`run`], exit code);
+//! - [`RunContext::controller`]: a [`ControllerHandle`] per controller, with its `/readyz`
+//!   entry and the shutdown token in the forms kube-runtime wants;
+//! - [`backoff`]: per-object error backoff and when a failure deserves a Warning event;
+//! - [`reconcile_metrics`]: `pgpool_operator_reconcile_*{controller}` metrics;
+//! - [`api`]: namespaced-or-all `Api`, API error tests, get-modify-replace with retry;
+//! - [`finalizers`]: adding and removing a finalizer guarded by the read resourceVersion.
 
 mod args;
 mod client;
@@ -61,6 +70,7 @@ pub mod api;
 pub mod backoff;
 pub mod bootstrap;
 mod error;
+pub mod finalizers;
 mod info;
 pub mod reconcile_metrics;
 mod runner;
