@@ -1,6 +1,7 @@
-//! What a binary's `main` does before and around [`run`](crate::run): one malloc arena,
-//! a small multi-threaded tokio runtime, and the termination signals turned into the
-//! shutdown token (tracing and HTTP are set up by [`run`](crate::run) itself).
+//! What a binary's `main` does around [`run`](crate::run): one malloc arena, a small
+//! multi-threaded tokio runtime, and the exit code. [`run`](crate::run) itself installs
+//! tracing, serves HTTP and turns SIGTERM/SIGINT into the shutdown token (once, in
+//! `signals`).
 //!
 //! A binary whose `main` only runs the operator:
 //!
@@ -33,11 +34,7 @@
 use std::future::Future;
 use std::process::ExitCode;
 
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
 use crate::args::CommonArgs;
-use crate::error::Error;
 use crate::info::OperatorInfo;
 use crate::runtime::{RunContext, report, run};
 
@@ -107,30 +104,6 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Cancels `token` on the first SIGTERM or SIGINT; exits the process at once on a second.
-pub fn spawn_signal_listener(
-    info: OperatorInfo,
-    token: CancellationToken,
-) -> Result<JoinHandle<()>, Error> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(|e| Error::Signals(e.to_string()))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::Signals(e.to_string()))?;
-    Ok(tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        tracing::info!(signal = name, "shutting down");
-        token.cancel();
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        eprintln!("{}: {name} again: exiting at once", info.name);
-        std::process::exit(1);
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -157,30 +130,5 @@ mod tests {
             ExitCode::from(7)
         });
         assert_eq!(code, ExitCode::from(7));
-    }
-
-    #[test]
-    fn limiting_arenas_twice_is_harmless() {
-        limit_malloc_arenas();
-        limit_malloc_arenas();
-        let v: Vec<u8> = vec![1; 1 << 20];
-        assert_eq!(v.len(), 1 << 20);
-    }
-
-    #[tokio::test]
-    async fn first_sigterm_cancels_the_token() {
-        let token = CancellationToken::new();
-        let handle = spawn_signal_listener(INFO, token.clone()).expect("signals");
-        assert!(!token.is_cancelled());
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &std::process::id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        tokio::time::timeout(Duration::from_secs(10), token.cancelled())
-            .await
-            .expect("SIGTERM cancels the token");
-        // Do not let a second signal exit the test process.
-        handle.abort();
     }
 }

@@ -75,6 +75,7 @@ mod info;
 pub mod reconcile_metrics;
 mod runner;
 mod runtime;
+mod signals;
 
 pub use args::{
     CommonArgs, LogFormat, command, parse_args, resolve_lease_namespace, try_parse_args_from,

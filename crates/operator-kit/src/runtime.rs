@@ -12,7 +12,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::CommonArgs;
-use crate::bootstrap::spawn_signal_listener;
 use crate::client::{self, CONNECT_TIMEOUT, connect};
 use crate::error::Error;
 use crate::events::EventRecorder;
@@ -21,6 +20,7 @@ use crate::info::OperatorInfo;
 use crate::leader::LeaderElection;
 use crate::readiness::{Phase, Readiness};
 use crate::runner::{ControllerHandle, TaskGuard};
+use crate::signals::spawn_signal_listener;
 use crate::telemetry::{init_tracing, new_registry};
 
 /// How long controllers get to stop after a shutdown signal or a loss of leadership; then
