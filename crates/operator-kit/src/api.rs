@@ -37,30 +37,35 @@ pub fn status_code(e: &kube::Error) -> Option<u16> {
 }
 
 /// `true` when the API server answered 404 Not Found.
+///
+/// These tests look at the HTTP code, as the controllers always did: kube-core's
+/// `Status::is_not_found` and friends compare the reason only (their "unknown reason, so
+/// look at the code" branch tests the wanted reason instead of the answer's), so a 404
+/// without `reason: NotFound` would not count.
 pub fn is_not_found(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.is_not_found())
+    status_code(e) == Some(404)
 }
 
-/// `true` when the API server answered 409 Conflict (a stale `resourceVersion`, or an
-/// object that already exists).
+/// `true` when the API server answered 409 Conflict: a stale `resourceVersion`, or a
+/// create of an object that already exists (see [`is_already_exists`]).
 pub fn is_conflict(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.is_conflict())
+    status_code(e) == Some(409)
 }
 
 /// `true` when the API server answered 409 with reason `AlreadyExists` (a create of an
 /// existing object).
 pub fn is_already_exists(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.is_already_exists())
+    matches!(e, kube::Error::Api(s) if s.code == 409 && s.is_already_exists())
 }
 
 /// `true` when the API server answered 403 Forbidden.
 pub fn is_forbidden(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.is_forbidden())
+    status_code(e) == Some(403)
 }
 
-/// `true` when the API server answered 422 Invalid (the object was rejected).
+/// `true` when the API server answered 422 Unprocessable Entity (the object is invalid).
 pub fn is_invalid(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.is_invalid())
+    status_code(e) == Some(422)
 }
 
 /// The API server's message for an error it answered, else the error's text: what a

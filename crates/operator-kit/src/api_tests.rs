@@ -259,3 +259,32 @@ fn non_api_errors_have_no_status() {
     assert!(!is_not_found(&e) && !is_conflict(&e) && !is_already_exists(&e));
     assert_eq!(api_message(&e), e.to_string());
 }
+
+fn api_error(code: u16, reason: &str) -> kube::Error {
+    kube::Error::Api(Box::new(
+        serde_json::from_value(json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": "", "reason": reason, "code": code
+        }))
+        .unwrap(),
+    ))
+}
+
+#[test]
+fn errors_are_classified_by_code_whatever_the_reason() {
+    assert!(is_not_found(&api_error(404, "")));
+    assert!(is_not_found(&api_error(404, "NotFound")));
+    assert!(is_conflict(&api_error(409, "")));
+    assert!(is_conflict(&api_error(409, "AlreadyExists")));
+    assert!(is_already_exists(&api_error(409, "AlreadyExists")));
+    assert!(!is_already_exists(&api_error(409, "Conflict")));
+    assert!(is_forbidden(&api_error(403, "")));
+    assert!(is_invalid(&api_error(422, "")));
+    assert!(!is_not_found(&api_error(410, "Gone")));
+    let empty = api_error(500, "");
+    assert_eq!(
+        api_message(&empty),
+        empty.to_string(),
+        "no message: the error's text"
+    );
+}
