@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 
-use crate::OperatorInfo;
+use crate::info::OperatorInfo;
 
 /// Flags every operator binary accepts. Flatten it into the binary's parser with
 /// `#[command(flatten)] common: CommonArgs`, then parse with [`parse_args`] so that

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use kube::{Client, Config};
 
-use crate::Error;
+use crate::error::Error;
 
 /// How long [`connect`] waits for the API server's version by default.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -11,7 +11,7 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::Readiness;
+use crate::readiness::Readiness;
 
 #[derive(Clone)]
 struct AppState {

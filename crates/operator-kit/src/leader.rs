@@ -7,7 +7,7 @@ use kube::{Api, Client};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio_util::sync::CancellationToken;
 
-use crate::Error;
+use crate::error::Error;
 
 /// How long releasing the Lease on the way out may take.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);

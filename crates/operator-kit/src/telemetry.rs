@@ -5,7 +5,9 @@ use std::io::IsTerminal;
 use prometheus::{IntGauge, Opts, Registry};
 use tracing_subscriber::EnvFilter;
 
-use crate::{Error, LogFormat, OperatorInfo};
+use crate::args::LogFormat;
+use crate::error::Error;
+use crate::info::OperatorInfo;
 
 /// Installs the global tracing subscriber: logs go to stdout, as text or JSON lines,
 /// filtered by `filter` (an EnvFilter directive such as `info,kube=debug`).
