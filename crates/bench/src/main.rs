@@ -174,6 +174,7 @@ async fn run_latency(args: &Args) -> anyhow::Result<Vec<UpdateResult>> {
     let timeout = Duration::from_secs(args.timeout_seconds);
     let server = TestServer::with_config(ServerConfig {
         latency: args.latency(),
+        crds: pgpool_api::crds::all(),
         ..ServerConfig::default()
     });
     let listening = server.listen().await?;
@@ -318,7 +319,7 @@ fn is_ready(p: &Pod) -> bool {
 
 async fn run(args: &Args, n: usize) -> anyhow::Result<RunResult> {
     let timeout = Duration::from_secs(args.timeout_seconds);
-    let server = TestServer::new();
+    let server = TestServer::with_crds(pgpool_api::crds::all());
     let listening = server.listen().await?;
     let _kubelet = Kubelet::start(
         server.client_as("kubelet"),

@@ -312,7 +312,7 @@ async fn real_pgpool_pods_are_ready_and_answer_select_1_through_their_service() 
 
 /// One pgpool-II line end to end.
 async fn run_line(version: &str, images: local_node::ImageMap) {
-    let server = testkit::TestServer::new();
+    let server = testkit::TestServer::with_crds(pgpool_api::crds::all());
     let client = server.client();
     let state = tempfile::tempdir().unwrap();
     let node = node_with(client.clone(), "ltp", 3, images, state.path()).await;

@@ -44,7 +44,7 @@ impl Env {
     }
 
     async fn start_with(kubelet: KubeletConfig) -> Env {
-        let server = TestServer::new();
+        let server = TestServer::with_crds(pgpool_api::crds::all());
         let kubelet = Kubelet::start(server.client_as("kubelet"), kubelet);
         let registry = Registry::new();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();

@@ -253,7 +253,7 @@ impl Env {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let server = TestServer::new();
+        let server = TestServer::with_crds(pgpool_api::crds::all());
         let client = server.client_as("test");
         let kubelet = Kubelet::start(server.client_as("kubelet"), kubelet);
         let env = Self {

@@ -118,7 +118,7 @@ impl Env {
         if let Ok(filter) = std::env::var("TEST_LOG") {
             let _ = operator_kit::init_tracing(&filter, operator_kit::LogFormat::Text);
         }
-        let server = TestServer::new();
+        let server = TestServer::with_crds(pgpool_api::crds::all());
         let kubelet = Kubelet::start(
             server.client_as("kubelet"),
             KubeletConfig::default().ready_delay(Duration::from_millis(20)),
