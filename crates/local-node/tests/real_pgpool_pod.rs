@@ -33,7 +33,7 @@ const LINES: [(&str, &str); 3] = [
 ];
 
 fn image(version: &str) -> String {
-    format!("ghcr.io/appscode-images/pgpool2:{version}")
+    pgpool_api::fixtures::pgpool_image(version)
 }
 const PASSWORD: &str = "s3cret-backend";
 
@@ -348,11 +348,7 @@ async fn run_line(version: &str, images: local_node::ImageMap) {
         }
     });
 
-    let pgpool: Pgpool = serde_yaml::from_str(&format!(
-        "apiVersion: kubedb.com/v1alpha2\nkind: Pgpool\nmetadata: {{name: pp, namespace: {NS}}}\n\
-         spec: {{version: '{version}', replicas: 1, postgresRef: {{name: ha-postgres, namespace: {NS}}}, deletionPolicy: WipeOut}}\n"
-    ))
-    .unwrap();
+    let pgpool = pgpool_api::fixtures::pgpool(NS, "pp", version, 1);
     Api::<Pgpool>::namespaced(client.clone(), NS)
         .create(&PostParams::default(), &pgpool)
         .await

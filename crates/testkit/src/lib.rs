@@ -103,6 +103,7 @@ mod error;
 mod faults;
 pub mod fixtures;
 mod handlers;
+pub mod harness;
 mod kubelet;
 mod latency;
 mod listen;
