@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Reply, parse_body};
+use super::common::{Reply, parse_body};
 use crate::error::ApiError;
 use crate::registry::ResourceInfo;
 use crate::routing::{Query, Target};

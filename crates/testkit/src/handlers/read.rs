@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::Reply;
+use super::common::Reply;
 use crate::error::ApiError;
 use crate::routing::{Query, Target};
 use crate::shared::Inner;

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
+use super::common::{Reply, get_path, set_path};
 use super::delete::parse_delete_options;
-use super::{Reply, get_path, set_path};
 use crate::error::ApiError;
 use crate::pdb;
 use crate::registry::ResourceInfo;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::{Value, json};
 
+use super::common::{Reply, parse_body, set_path, set_status, status_of};
 use super::subresource::scale_of;
-use super::{Reply, parse_body, set_path, set_status, status_of};
 use crate::apply::{self, Managed, Scope, strip_nulls};
 use crate::error::ApiError;
 use crate::registry::{self, ResourceInfo};
