@@ -70,7 +70,8 @@ wait_for() {
   return 1
 }
 
-"$BIN/testkit-apiserver" --no-kubelet --kubeconfig "$KUBECONFIG_FILE" >"$STATE_DIR/apiserver.log" 2>&1 &
+"$BIN/testkit-apiserver" --no-kubelet --kubeconfig "$KUBECONFIG_FILE" \
+  --crds charts/pgpool-provisioner/crds --crds charts/pgpool-ops-manager/crds >"$STATE_DIR/apiserver.log" 2>&1 &
 PIDS+=("$!")
 kubeconfig_written() { [ -s "$KUBECONFIG_FILE" ] && grep -q '^listening on' "$STATE_DIR/apiserver.log"; }
 wait_for kubeconfig_written 30 || die "testkit-apiserver did not start"

@@ -10,6 +10,8 @@ pub mod conditions;
 pub mod constraints;
 pub mod crds;
 pub mod duration;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 pub mod names;
 pub mod ops;
 pub mod petset;

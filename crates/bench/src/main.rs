@@ -174,6 +174,7 @@ async fn run_latency(args: &Args) -> anyhow::Result<Vec<UpdateResult>> {
     let timeout = Duration::from_secs(args.timeout_seconds);
     let server = TestServer::with_config(ServerConfig {
         latency: args.latency(),
+        crds: pgpool_api::crds::all(),
         ..ServerConfig::default()
     });
     let listening = server.listen().await?;
@@ -318,7 +319,7 @@ fn is_ready(p: &Pod) -> bool {
 
 async fn run(args: &Args, n: usize) -> anyhow::Result<RunResult> {
     let timeout = Duration::from_secs(args.timeout_seconds);
-    let server = TestServer::new();
+    let server = TestServer::with_crds(pgpool_api::crds::all());
     let listening = server.listen().await?;
     let _kubelet = Kubelet::start(
         server.client_as("kubelet"),
@@ -540,21 +541,7 @@ async fn seed(client: &Client) -> anyhow::Result<()> {
         ("4.6.0", ">= 4.6.0, <= 4.6.0"),
     ] {
         versions
-            .create(
-                &pp,
-                &serde_json::from_value(serde_json::json!({
-                    "apiVersion": "catalog.kubedb.com/v1alpha1",
-                    "kind": "PgpoolVersion",
-                    "metadata": {"name": v},
-                    "spec": {
-                        "version": v,
-                        "pgpool": {"image": format!("ghcr.io/appscode-images/pgpool2:{v}")},
-                        "exporter": {"image": "ghcr.io/appscode-images/pgpool2_exporter:v1.2.2"},
-                        "updateConstraints": {"allowlist": [allow]},
-                        "securityContext": {"runAsUser": 70}
-                    }
-                }))?,
-            )
+            .create(&pp, &pgpool_api::fixtures::pgpool_version(v, allow))
             .await?;
     }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
@@ -588,18 +575,7 @@ fn repo_root() -> PathBuf {
 }
 
 fn pgpool(name: &str, version: &str, replicas: i32) -> pgpool_api::Pgpool {
-    let mut p = pgpool_api::Pgpool::new(
-        name,
-        serde_json::from_value(serde_json::json!({
-            "version": version,
-            "replicas": replicas,
-            "postgresRef": {"name": "ha-postgres", "namespace": NS},
-            "deletionPolicy": "WipeOut"
-        }))
-        .expect("static spec"),
-    );
-    p.metadata.namespace = Some(NS.into());
-    p
+    pgpool_api::fixtures::pgpool(NS, name, version, replicas)
 }
 
 fn update_request(pgpool: &str) -> PgpoolOpsRequest {

@@ -34,7 +34,7 @@ const LINES: [(&str, &str); 3] = [
 ];
 
 fn image(version: &str) -> String {
-    format!("ghcr.io/appscode-images/pgpool2:{version}")
+    pgpool_api::fixtures::pgpool_image(version)
 }
 const PASSWORD: &str = "s3cret-backend";
 
@@ -313,7 +313,7 @@ async fn real_pgpool_pods_are_ready_and_answer_select_1_through_their_service() 
 
 /// One pgpool-II line end to end.
 async fn run_line(version: &str, images: local_node::ImageMap) {
-    let server = testkit::TestServer::new();
+    let server = testkit::TestServer::with_crds(pgpool_api::crds::all());
     let client = server.client();
     let state = tempfile::tempdir().unwrap();
     let node = node_with(client.clone(), "ltp", 3, images, state.path()).await;
@@ -349,11 +349,7 @@ async fn run_line(version: &str, images: local_node::ImageMap) {
         }
     });
 
-    let pgpool: Pgpool = serde_yaml::from_str(&format!(
-        "apiVersion: kubedb.com/v1alpha2\nkind: Pgpool\nmetadata: {{name: pp, namespace: {NS}}}\n\
-         spec: {{version: '{version}', replicas: 1, postgresRef: {{name: ha-postgres, namespace: {NS}}}, deletionPolicy: WipeOut}}\n"
-    ))
-    .unwrap();
+    let pgpool = pgpool_api::fixtures::pgpool(NS, "pp", version, 1);
     Api::<Pgpool>::namespaced(client.clone(), NS)
         .create(&PostParams::default(), &pgpool)
         .await

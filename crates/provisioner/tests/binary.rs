@@ -61,7 +61,7 @@ fn spawn(kubeconfig: &std::path::Path) -> Process {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_provisions_the_example_and_stops_on_sigterm() {
-    let server = TestServer::new();
+    let server = TestServer::with_crds(pgpool_api::crds::all());
     let listening = server.listen_as(AGENT).await.expect("listen");
     let _kubelet = Kubelet::start(
         server.client_as("kubelet"),

@@ -38,7 +38,7 @@ spec:
 /// apply changes nothing.
 #[tokio::test]
 async fn the_catalog_is_applied_once_the_crd_is_served() {
-    let server = TestServer::new();
+    let server = TestServer::with_crds(pgpool_api::crds::all());
     server.faults().inject(
         FaultRule::new(404)
             .verb(Verb::Patch)

@@ -19,6 +19,7 @@ use pgpool_provisioner::petset::{self, PetSetConfig};
 use prometheus::Registry;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use testkit::harness::{Controller, Harness};
 use testkit::{ImageBehavior, Kubelet, KubeletConfig, KubeletHandle, TestServer, Verb};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -33,8 +34,7 @@ struct Env {
     server: TestServer,
     client: Client,
     registry: Registry,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), petset::Error>>>,
+    controller: Controller<Result<(), petset::Error>>,
     _kubelet: KubeletHandle,
 }
 
@@ -44,15 +44,13 @@ impl Env {
     }
 
     async fn start_with(kubelet: KubeletConfig) -> Env {
-        let server = TestServer::new();
+        let Harness { server, client } =
+            Harness::new(TestServer::with_crds(pgpool_api::crds::all()));
         let kubelet = Kubelet::start(server.client_as("kubelet"), kubelet);
         let registry = Registry::new();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = oneshot::channel::<()>();
-        let ready_tx = Mutex::new(Some(ready_tx));
         let controller_client = server.client_as(AGENT);
         let reg = registry.clone();
-        let task = tokio::spawn(async move {
+        let controller = Controller::spawn_ready(TIMEOUT, |stop, ready| async move {
             petset::run(
                 controller_client,
                 PetSetConfig {
@@ -61,27 +59,17 @@ impl Env {
                     ..PetSetConfig::default()
                 },
                 &reg,
-                async move {
-                    let _ = stop_rx.await;
-                },
-                move || {
-                    if let Some(tx) = ready_tx.lock().unwrap().take() {
-                        let _ = tx.send(());
-                    }
-                },
+                stop.cancelled_owned(),
+                move || ready.signal(),
             )
             .await
-        });
-        tokio::time::timeout(TIMEOUT, ready_rx)
-            .await
-            .expect("controller ready in time")
-            .expect("ready called");
+        })
+        .await;
         Env {
-            client: server.client_as("test"),
+            client,
             server,
             registry,
-            stop: Some(stop_tx),
-            task: Some(task),
+            controller,
             _kubelet: kubelet,
         }
     }
@@ -112,17 +100,9 @@ impl Env {
     }
 
     /// Stops the controller and checks that it ends cleanly.
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let result = tokio::time::timeout(TIMEOUT, task)
-                .await
-                .expect("controller stops in time")
-                .expect("controller task did not panic");
-            assert!(result.is_ok(), "controller ended with {result:?}");
-        }
+    async fn stop(self) {
+        let result = self.controller.stop(TIMEOUT).await;
+        assert!(result.is_ok(), "controller ended with {result:?}");
     }
 
     async fn create(&self, ps: &PetSet) -> PetSet {

@@ -8,9 +8,10 @@
 //! Namespaces, Nodes; events.k8s.io/v1 Events; discovery.k8s.io/v1 EndpointSlices;
 //! apps/v1 ControllerRevisions, StatefulSets,
 //! Deployments; policy/v1 PodDisruptionBudgets; coordination.k8s.io/v1 Leases;
-//! apiextensions.k8s.io/v1 CustomResourceDefinitions) and every CRD returned by
-//! `pgpool_api::crds::all()`. More CRDs can be added with [`TestServer::register_crd`] or by
-//! creating a CustomResourceDefinition object through the API.
+//! apiextensions.k8s.io/v1 CustomResourceDefinitions). Custom kinds come from the caller:
+//! [`TestServer::with_crds`] (e.g. `TestServer::with_crds(pgpool_api::crds::all())`),
+//! [`TestServer::builder`], [`TestServer::register_crd`] or creating a
+//! CustomResourceDefinition object through the API.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -101,6 +102,8 @@ mod apply;
 mod error;
 mod faults;
 pub mod fixtures;
+mod handlers;
+pub mod harness;
 mod kubelet;
 mod latency;
 mod listen;
@@ -108,8 +111,10 @@ mod log;
 mod pdb;
 mod registry;
 mod revision;
+mod routing;
 pub mod selector;
 mod server;
+mod shared;
 mod state;
 mod validate;
 mod watch;
@@ -119,4 +124,5 @@ pub use kubelet::{ImageBehavior, Kubelet, KubeletConfig, KubeletHandle};
 pub use latency::Latency;
 pub use listen::Listening;
 pub use log::{LogMark, RequestCounts, RequestKey, RequestLog, RequestRecord, Verb, Wake};
-pub use server::{Body, ServerConfig, TestServer, TestService};
+pub use server::{Body, TestServer, TestServerBuilder, TestService};
+pub use shared::ServerConfig;

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::server::Inner;
+use crate::shared::Inner;
 use crate::state::{Event, EventType, State};
 
 /// Which objects a watch (or list) sees.

@@ -1051,12 +1051,39 @@ async fn discovery_and_crd_through_api() {
 }
 
 #[tokio::test]
+async fn serves_only_the_crds_it_is_given() {
+    let plain = TestServer::new();
+    let ws: Api<Widget> = Api::namespaced(plain.client(), "default");
+    let err = ws
+        .create(&PostParams::default(), &widget("default", "w", 1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 404),
+        "{err:?}"
+    );
+
+    let s = TestServer::builder()
+        .crds([<Widget as kube::CustomResourceExt>::crd()])
+        .build();
+    let ws: Api<Widget> = Api::namespaced(s.client(), "default");
+    ws.create(&PostParams::default(), &widget("default", "w", 1))
+        .await
+        .unwrap();
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(s.client());
+    crds.get(&format!("widgets.{}", Widget::group(&())))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn serves_every_api_crd() {
     use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-    let s = TestServer::new();
-    let client = s.client();
     let crds = pgpool_api::crds::all();
     assert!(!crds.is_empty());
+    let s = TestServer::with_crds(crds.clone());
+    let client = s.client();
     for crd in crds {
         let version = crd
             .spec

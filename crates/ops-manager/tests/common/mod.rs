@@ -20,9 +20,8 @@ use pgpool_api::{
 use pgpool_ops_manager::OpsManagerConfig;
 use prometheus::Registry;
 use serde_json::json;
+use testkit::harness::Controller;
 use testkit::{Kubelet, KubeletConfig, KubeletHandle, TestServer, Verb, Wake, fixtures};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// Namespace of the scenarios.
 pub const NS: &str = "demo";
@@ -33,7 +32,7 @@ pub const PROV_AGENT: &str = "pgpool-provisioner";
 
 /// The pgpool image of a catalog version.
 pub fn image(version: &str) -> String {
-    format!("ghcr.io/appscode-images/pgpool2:{version}")
+    pgpool_api::fixtures::pgpool_image(version)
 }
 
 /// The test catalog of the real pgpool-II lines (4.3.5, 4.6.1, 4.7.3 on `pgpool-test/pgpool2`
@@ -49,7 +48,7 @@ pub fn real_lines() -> Vec<PgpoolVersion> {
 }
 
 /// The exporter image of the catalog.
-pub const EXPORTER: &str = "ghcr.io/appscode-images/pgpool2_exporter:v1.2.2";
+pub const EXPORTER: &str = pgpool_api::fixtures::EXPORTER_IMAGE;
 
 /// Fail with `what` if `f` does not finish within `limit`.
 pub async fn within<T>(limit: Duration, what: &str, f: impl Future<Output = T>) -> T {
@@ -61,8 +60,7 @@ pub async fn within<T>(limit: Duration, what: &str, f: impl Future<Output = T>) 
 
 /// A running ops-manager.
 pub struct OpsManager {
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), pgpool_ops_manager::Error>>,
+    ctl: Controller<Result<(), pgpool_ops_manager::Error>>,
     /// The registry its metrics went into.
     pub registry: Registry,
 }
@@ -73,61 +71,31 @@ impl OpsManager {
         let client = server.client_as(OPS_AGENT);
         let registry = Registry::new();
         let reg = registry.clone();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
         let config = OpsManagerConfig {
             concurrency: 4,
             ..OpsManagerConfig::default()
         };
-        let task = tokio::spawn(async move {
-            pgpool_ops_manager::run(
-                client,
-                config,
-                &reg,
-                async move {
-                    let _ = stop_rx.await;
-                },
-                move || {
-                    ready_tx.send_replace(true);
-                },
-            )
+        let ctl = Controller::spawn_ready(Duration::from_secs(10), |stop, ready| async move {
+            pgpool_ops_manager::run(client, config, &reg, stop.cancelled_owned(), move || {
+                ready.signal()
+            })
             .await
-        });
-        within(
-            Duration::from_secs(10),
-            "the ops-manager to be ready",
-            async {
-                while !*ready_rx.borrow_and_update() {
-                    ready_rx.changed().await.expect("ready signal");
-                }
-            },
-        )
+        })
         .await;
-        Self {
-            stop: Some(stop_tx),
-            task,
-            registry,
-        }
+        Self { ctl, registry }
     }
 
     /// Stop it gracefully and wait until `run` returned.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        let res = within(
-            Duration::from_secs(20),
-            "the ops-manager to stop",
-            &mut self.task,
-        )
-        .await;
-        res.expect("ops-manager task").expect("ops-manager run");
+    pub async fn stop(self) {
+        self.ctl
+            .stop(Duration::from_secs(20))
+            .await
+            .expect("ops-manager run");
     }
 
     /// Kill it at whatever point it is (like a crashed process).
-    pub async fn kill(mut self) {
-        self.task.abort();
-        let _ = (&mut self.task).await;
+    pub async fn kill(self) {
+        self.ctl.kill().await;
     }
 
     /// The metrics text.
@@ -138,17 +106,10 @@ impl OpsManager {
     }
 }
 
-impl Drop for OpsManager {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// A provisioner: the real one (`pgpool_provisioner::run`, with its PetSet controller), or
 /// the small fake in [`fake_provisioner`] when `OPS_TEST_FAKE_PROVISIONER` is set.
 pub struct Provisioner {
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    _ctl: Controller<()>,
 }
 
 impl Provisioner {
@@ -157,58 +118,30 @@ impl Provisioner {
         let client = server.client_as(PROV_AGENT);
         if std::env::var_os("OPS_TEST_FAKE_PROVISIONER").is_some() {
             return Self {
-                stop: None,
-                task: tokio::spawn(fake_provisioner::run(client)),
+                _ctl: Controller::spawn(|_stop| fake_provisioner::run(client)),
             };
         }
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
         let config = pgpool_provisioner::ProvisionerConfig {
             resync: Duration::from_secs(30),
             error_backoff: Duration::from_millis(100),
             ..pgpool_provisioner::ProvisionerConfig::default()
         };
-        let task = tokio::spawn(async move {
+        let ctl = Controller::spawn_ready(Duration::from_secs(10), |stop, ready| async move {
             let registry = Registry::new();
             let res = pgpool_provisioner::run(
                 client,
                 config,
                 &registry,
-                async move {
-                    let _ = stop_rx.await;
-                },
-                move || {
-                    ready_tx.send_replace(true);
-                },
+                stop.cancelled_owned(),
+                move || ready.signal(),
             )
             .await;
             if let Err(e) = res {
                 panic!("provisioner: {e}");
             }
-        });
-        within(
-            Duration::from_secs(10),
-            "the provisioner to be ready",
-            async {
-                while !*ready_rx.borrow_and_update() {
-                    ready_rx.changed().await.expect("ready signal");
-                }
-            },
-        )
+        })
         .await;
-        Self {
-            stop: Some(stop_tx),
-            task,
-        }
-    }
-}
-
-impl Drop for Provisioner {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.task.abort();
+        Self { _ctl: ctl }
     }
 }
 
@@ -224,20 +157,9 @@ pub struct Env {
 
 /// Catalog entry `name` with pgpool image `image(name)`, allowlist `allow`.
 pub fn version(name: &str, allow: &str, deprecated: bool) -> PgpoolVersion {
-    serde_json::from_value(json!({
-        "apiVersion": "catalog.kubedb.com/v1alpha1",
-        "kind": "PgpoolVersion",
-        "metadata": {"name": name},
-        "spec": {
-            "version": name,
-            "pgpool": {"image": image(name)},
-            "exporter": {"image": EXPORTER},
-            "deprecated": deprecated,
-            "updateConstraints": {"allowlist": [allow]},
-            "securityContext": {"runAsUser": 70}
-        }
-    }))
-    .expect("version")
+    let mut v = pgpool_api::fixtures::pgpool_version(name, allow);
+    v.spec.deprecated = Some(deprecated);
+    v
 }
 
 impl Env {
@@ -253,7 +175,7 @@ impl Env {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let server = TestServer::new();
+        let server = TestServer::with_crds(pgpool_api::crds::all());
         let client = server.client_as("test");
         let kubelet = Kubelet::start(server.client_as("kubelet"), kubelet);
         let env = Self {
@@ -306,17 +228,7 @@ impl Env {
             )
             .await
             .expect("secret");
-        let ab: AppBinding = serde_json::from_value(json!({
-            "apiVersion": "appcatalog.appscode.com/v1alpha1",
-            "kind": "AppBinding",
-            "metadata": {"name": "ha-postgres", "namespace": NS},
-            "spec": {
-                "type": "kubedb.com/postgres",
-                "clientConfig": {"service": {"name": "ha-postgres", "port": 5432, "scheme": "postgresql"}},
-                "secret": {"name": "ha-postgres-auth"}
-            }
-        }))
-        .expect("appbinding");
+        let ab = pgpool_api::fixtures::app_binding(NS, "ha-postgres", "ha-postgres-auth");
         let abs: Api<AppBinding> = Api::namespaced(self.client.clone(), NS);
         abs.create(&pp, &ab).await.expect("appbinding");
     }
@@ -340,22 +252,12 @@ impl Env {
 
     /// Create Pgpool `name` on `version` (KubeDB's example, with replicas and monitoring).
     pub async fn create_pgpool(&self, name: &str, version: &str, replicas: i32, monitor: bool) {
-        let mut spec = json!({
-            "version": version,
-            "replicas": replicas,
-            "postgresRef": {"name": "ha-postgres", "namespace": NS},
-            "deletionPolicy": "WipeOut"
-        });
+        let mut pp = pgpool_api::fixtures::pgpool(NS, name, version, replicas);
         if monitor {
-            spec["monitor"] = json!({"agent": "prometheus.io/builtin"});
+            pp.spec.monitor = Some(
+                serde_json::from_value(json!({"agent": "prometheus.io/builtin"})).expect("monitor"),
+            );
         }
-        let pp: Pgpool = serde_json::from_value(json!({
-            "apiVersion": "kubedb.com/v1alpha2",
-            "kind": "Pgpool",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": spec
-        }))
-        .expect("pgpool");
         self.pgpools()
             .create(&PostParams::default(), &pp)
             .await

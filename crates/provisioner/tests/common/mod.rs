@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
@@ -15,9 +14,8 @@ use pgpool_api::{AppBinding, Pgpool, PgpoolPhase, PgpoolVersion, conditions, nam
 use pgpool_provisioner::{ProvisionerConfig, run};
 use prometheus::Registry;
 use serde_json::json;
+use testkit::harness::Controller;
 use testkit::{Kubelet, KubeletConfig, KubeletHandle, TestServer};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// Namespace of the examples.
 pub const NS: &str = "demo";
@@ -30,7 +28,7 @@ pub const NAME: &str = "pp-update";
 /// The 4.5.3 pgpool image.
 pub const IMAGE_453: &str = "ghcr.io/appscode-images/pgpool2:4.5.3";
 /// The exporter image.
-pub const EXPORTER_IMAGE: &str = "ghcr.io/appscode-images/pgpool2_exporter:v1.2.2";
+pub const EXPORTER_IMAGE: &str = pgpool_api::fixtures::EXPORTER_IMAGE;
 
 /// Path of a file in the repository's `examples/`.
 pub fn example(file: &str) -> String {
@@ -45,19 +43,7 @@ pub fn example_pgpool() -> Pgpool {
 
 /// A catalog entry as in DESIGN.md §3.
 pub fn version(v: &str, allow: &str) -> PgpoolVersion {
-    serde_json::from_value(json!({
-        "apiVersion": "catalog.kubedb.com/v1alpha1",
-        "kind": "PgpoolVersion",
-        "metadata": {"name": v},
-        "spec": {
-            "version": v,
-            "pgpool": {"image": format!("ghcr.io/appscode-images/pgpool2:{v}")},
-            "exporter": {"image": EXPORTER_IMAGE},
-            "updateConstraints": {"allowlist": [allow]},
-            "securityContext": {"runAsUser": 70}
-        }
-    }))
-    .expect("PgpoolVersion")
+    pgpool_api::fixtures::pgpool_version(v, allow)
 }
 
 /// Waits until `check` returns true, polling every 20 ms; panics after [`TIMEOUT`].
@@ -90,8 +76,7 @@ pub struct Env {
     pub registry: Registry,
     /// The configuration `run` gets.
     pub config: ProvisionerConfig,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), pgpool_provisioner::Error>>>,
+    operator: Option<Controller<Result<(), pgpool_provisioner::Error>>>,
     _kubelet: KubeletHandle,
 }
 
@@ -118,7 +103,7 @@ impl Env {
         if let Ok(filter) = std::env::var("TEST_LOG") {
             let _ = operator_kit::init_tracing(&filter, operator_kit::LogFormat::Text);
         }
-        let server = TestServer::new();
+        let server = TestServer::with_crds(pgpool_api::crds::all());
         let kubelet = Kubelet::start(
             server.client_as("kubelet"),
             KubeletConfig::default().ready_delay(Duration::from_millis(20)),
@@ -130,8 +115,7 @@ impl Env {
             client,
             registry: Registry::new(),
             config,
-            stop: None,
-            task: None,
+            operator: None,
             _kubelet: kubelet,
         };
         env.start_operator().await;
@@ -140,50 +124,26 @@ impl Env {
 
     /// Starts `run` (with a fresh registry) and waits for `ready`.
     pub async fn start_operator(&mut self) {
-        assert!(self.task.is_none(), "already running");
+        assert!(self.operator.is_none(), "already running");
         let registry = Registry::new();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = oneshot::channel::<()>();
-        let ready_tx = Mutex::new(Some(ready_tx));
         let client = self.server.client_as(AGENT);
         let config = self.config.clone();
         let reg = registry.clone();
-        let task = tokio::spawn(async move {
-            run(
-                client,
-                config,
-                &reg,
-                async move {
-                    let _ = stop_rx.await;
-                },
-                move || {
-                    if let Some(tx) = ready_tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                        let _ = tx.send(());
-                    }
-                },
-            )
+        let operator = Controller::spawn_ready(TIMEOUT, |stop, ready| async move {
+            run(client, config, &reg, stop.cancelled_owned(), move || {
+                ready.signal()
+            })
             .await
-        });
-        tokio::time::timeout(TIMEOUT, ready_rx)
-            .await
-            .expect("provisioner ready in time")
-            .expect("ready called");
+        })
+        .await;
         self.registry = registry;
-        self.stop = Some(stop_tx);
-        self.task = Some(task);
+        self.operator = Some(operator);
     }
 
     /// Stops `run` and waits for it to return.
     pub async fn stop_operator(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let result = tokio::time::timeout(TIMEOUT, task)
-                .await
-                .expect("provisioner stops in time")
-                .expect("provisioner task did not panic");
-            result.expect("run returns Ok");
+        if let Some(operator) = self.operator.take() {
+            operator.stop(TIMEOUT).await.expect("run returns Ok");
         }
     }
 
@@ -323,15 +283,7 @@ impl Env {
 
     /// Waits until `run` has stopped by itself or panics; used to check no crash happened.
     pub fn operator_running(&self) -> bool {
-        self.task.as_ref().is_some_and(|t| !t.is_finished())
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.operator.as_ref().is_some_and(Controller::is_running)
     }
 }
 
