@@ -6,7 +6,6 @@
 pub mod cache;
 pub mod catalog;
 pub mod config;
-pub mod events;
 pub mod metrics;
 pub mod petset;
 pub mod pgpool;
@@ -20,7 +19,7 @@ use std::time::Duration;
 use kube::Client;
 use operator_kit::CancellationToken;
 
-use crate::events::EventRecorder;
+use operator_kit::EventRecorder;
 use prometheus::Registry;
 
 use crate::metrics::{ControllerMetrics, PhaseGauge};

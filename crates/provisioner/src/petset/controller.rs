@@ -34,7 +34,7 @@ use super::metrics::Metrics;
 use super::plan::{self, DeleteReason, Input, Plan, PlanError, PodAction};
 use super::{Error, FIELD_MANAGER, PetSetConfig, pods, revision, selector};
 use crate::cache::{Feed, PodLite, Synced};
-use crate::events::{EventRecorder, EventType};
+use operator_kit::{EventRecorder, EventType};
 
 /// First retry delay after a failed reconcile; doubles per consecutive failure.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
