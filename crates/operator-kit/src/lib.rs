@@ -50,8 +50,9 @@
 //! writing, and a fresh process has no state left over from its time as leader.
 
 mod args;
+pub mod cache;
 mod client;
-mod events;
+pub mod events;
 mod http;
 mod leader;
 mod readiness;

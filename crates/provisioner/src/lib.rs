@@ -3,13 +3,16 @@
 //!
 //! [`run`] is the entry point for the binary and for tests.
 
-pub mod cache;
 pub mod catalog;
 pub mod config;
 pub mod metrics;
 pub mod petset;
 pub mod pgpool;
 pub mod render;
+
+/// The watch caches and the event recorder live in operator-kit; these paths keep the
+/// controllers' `crate::cache` and `crate::events` imports short.
+pub use operator_kit::{cache, events};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,7 +22,7 @@ use std::time::Duration;
 use kube::Client;
 use operator_kit::CancellationToken;
 
-use operator_kit::EventRecorder;
+use crate::events::EventRecorder;
 use prometheus::Registry;
 
 use crate::metrics::{ControllerMetrics, PhaseGauge};

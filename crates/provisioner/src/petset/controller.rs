@@ -33,7 +33,7 @@ use super::expectations::Expectations;
 use super::metrics::Metrics;
 use super::plan::{self, DeleteReason, Input, Plan, PlanError, PodAction};
 use super::{Error, FIELD_MANAGER, PetSetConfig, pods, revision, selector};
-use crate::cache::{Feed, PodLite, Synced};
+use operator_kit::cache::{Feed, PodLite, Synced};
 use operator_kit::{EventRecorder, EventType};
 
 /// First retry delay after a failed reconcile; doubles per consecutive failure.

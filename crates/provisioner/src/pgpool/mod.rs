@@ -41,11 +41,11 @@ pub use cached::CachedPgpool;
 pub use reconcile::{Caches, Context, FIELD_MANAGER, ReconcileError};
 
 use crate::cache::{Feed, PodLite, Synced, trim_meta};
+use crate::events::EventRecorder;
 use crate::metrics::{ControllerMetrics, PhaseGauge};
 use dereference::{SecretCache, ServiceMonitorDiscovery};
 use index::{Change, KindIndex, MetaIndex, PetSetReplicas};
 use memo::Memos;
-use operator_kit::EventRecorder;
 
 /// Label selector of the objects the provisioner labels (children and pods).
 pub fn managed_selector() -> String {

@@ -33,8 +33,8 @@ use super::validate::{
     AuthPlan, Plan, RandomGenerator, auth_externally_managed, is_ours, validate,
 };
 use crate::cache::{PodLite, Synced};
+use crate::events::EventRecorder;
 use crate::metrics::{ControllerMetrics, PhaseGauge};
-use operator_kit::EventRecorder;
 
 /// Field manager of every server-side apply of the provisioner.
 pub const FIELD_MANAGER: &str = "pgpool-provisioner";
