@@ -2,7 +2,7 @@
 //! metrics and events.
 //!
 //! Reconciles read PetSets, pods and revisions from watch caches in compact form (see
-//! [`super::cache`] and [`crate::cache::PodLite`]), so a PetSet whose pods are in place costs
+//! [`crate::cache`] and [`operator_kit::cache::PodLite`]), so a PetSet whose pods are in place costs
 //! no request. A step that creates a pod or a revision reads the PetSet from the API server
 //! first (the new pod must come from the newest template), and every write is recorded in
 //! [`Expectations`] until the caches show it.
@@ -28,11 +28,11 @@ use pgpool_api::names::{LABEL_POD_NAME, LABEL_REVISION_HASH};
 use prometheus::Registry;
 use tokio::sync::oneshot;
 
-use super::cache::{PetSetLite, RevisionLite};
-use super::expectations::Expectations;
-use super::metrics::Metrics;
-use super::plan::{self, DeleteReason, Input, Plan, PlanError, PodAction};
-use super::{Error, FIELD_MANAGER, PetSetConfig, pods, revision, selector};
+use crate::cache::{PetSetLite, RevisionLite};
+use crate::expectations::Expectations;
+use crate::metrics::Metrics;
+use crate::plan::{self, DeleteReason, Input, Plan, PlanError, PodAction};
+use crate::{Error, FIELD_MANAGER, PetSetConfig, pods, revision, selector};
 use operator_kit::cache::{Feed, PodLite, Synced};
 use operator_kit::{EventRecorder, EventType};
 
@@ -296,7 +296,7 @@ pub async fn run_wired(
         let _ = stop_tx.send(());
     });
 
-    let ticker = tokio::spawn(crate::cache::resync(
+    let ticker = tokio::spawn(operator_kit::cache::resync(
         petset_store.clone(),
         tx.clone(),
         cfg.resync,
@@ -413,7 +413,7 @@ fn patch_params() -> PatchParams {
 }
 
 /// Look again when a pod becomes available; otherwise when something changes (or the
-/// resync comes round, see [`crate::cache::resync`]).
+/// resync comes round, see [`operator_kit::cache::resync`]).
 fn next_action(plan: &Plan) -> Action {
     match plan.requeue_after {
         // A little past the moment, so the pod is surely available by then.

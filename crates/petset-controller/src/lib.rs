@@ -1,6 +1,10 @@
 //! The PetSet controller (`apps.k8s.appscode.com/v1` PetSet): StatefulSet semantics for
 //! AppsCode's PetSet, so the operator runs its pods without KubeDB's PetSet operator.
 //!
+//! A library of its own: nothing in it knows about Pgpool. `pgpool-provisioner` runs it next
+//! to its Pgpool controller (sharing one pod cache through [`run_wired`]); any other binary
+//! can run it alone with [`run`].
+//!
 //! - Pods are `<petset>-<ordinal>`, host name = pod name, subdomain = `serviceName`, with
 //!   the template's labels plus `controller-revision-hash`,
 //!   `statefulset.kubernetes.io/pod-name` and `apps.kubernetes.io/pod-index`, and a
