@@ -12,9 +12,8 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use futures::{FutureExt as _, Stream, StreamExt as _};
+use futures::{Stream, StreamExt as _};
 use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
@@ -175,45 +174,13 @@ impl PodLite {
 }
 
 /// Whether the caches a controller reads have been filled once; clone to wait on it.
-#[derive(Clone)]
-pub struct Synced(Vec<Part>);
-
-/// One cache of a [`Synced`].
-#[derive(Clone)]
-enum Part {
-    /// Filled once the receiver holds true.
-    Flag(watch::Receiver<bool>),
-    /// A reflector store, filled once [`Store::wait_until_ready`] says so.
-    Store(Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>),
-}
-
-impl Debug for Synced {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Synced")
-            .field("parts", &self.0.len())
-            .field("synced", &self.is_synced())
-            .finish()
-    }
-}
+#[derive(Clone, Debug)]
+pub struct Synced(Vec<watch::Receiver<bool>>);
 
 impl Synced {
     /// Synced once `rx` holds true.
     pub fn from_receiver(rx: watch::Receiver<bool>) -> Self {
-        Self(vec![Part::Flag(rx)])
-    }
-
-    /// Synced once the reflector has filled `store` (kube's [`Store::wait_until_ready`]: the
-    /// first complete list is in the store).
-    pub fn of_store<K>(store: &Store<K>) -> Self
-    where
-        K: Resource + Clone + Send + Sync + 'static,
-        K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
-    {
-        let store = store.clone();
-        Self(vec![Part::Store(Arc::new(move || {
-            let store = store.clone();
-            async move { store.wait_until_ready().await.is_ok() }.boxed()
-        }))])
+        Self(vec![rx])
     }
 
     /// Synced when all of `parts` are.
@@ -223,20 +190,14 @@ impl Synced {
 
     /// Whether every part has been filled.
     pub fn is_synced(&self) -> bool {
-        self.0.iter().all(|part| match part {
-            Part::Flag(rx) => *rx.borrow(),
-            Part::Store(ready) => ready().now_or_never() == Some(true),
-        })
+        self.0.iter().all(|rx| *rx.borrow())
     }
 
     /// Waits until every part has been filled; false when a part's feed is gone first.
     pub async fn wait(&self) -> bool {
-        for part in &self.0 {
-            let filled = match part {
-                Part::Flag(rx) => rx.clone().wait_for(|synced| *synced).await.is_ok(),
-                Part::Store(ready) => ready().await,
-            };
-            if !filled {
+        for rx in &self.0 {
+            let mut rx = rx.clone();
+            if rx.wait_for(|synced| *synced).await.is_err() {
                 return false;
             }
         }
@@ -257,6 +218,8 @@ where
     store: Store<K>,
     events: BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>,
     subscribers: Vec<Subscriber<K>>,
+    synced_tx: watch::Sender<bool>,
+    synced_rx: watch::Receiver<bool>,
     what: Cow<'static, str>,
 }
 
@@ -303,10 +266,13 @@ where
         events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     ) -> Self {
         let (store, writer) = reflector::store();
+        let (synced_tx, synced_rx) = watch::channel(false);
         Self {
             store,
             events: events.reflect(writer).boxed(),
             subscribers: Vec::new(),
+            synced_tx,
+            synced_rx,
             what: K::plural(&()).into_owned().into(),
         }
     }
@@ -318,7 +284,7 @@ where
 
     /// Whether the cache has been filled.
     pub fn synced(&self) -> Synced {
-        Synced::of_store(&self.store)
+        Synced(vec![self.synced_rx.clone()])
     }
 
     /// Calls `f` with every object that changes, and whether it is gone, once the store
@@ -333,25 +299,24 @@ where
             store,
             mut events,
             subscribers,
+            synced_tx,
             what,
             ..
         } = self;
         let notify = |k: &K, gone: bool| subscribers.iter().for_each(|s| s(k, gone));
         let mut before_relist: Vec<Arc<K>> = Vec::new();
-        // whether the first list is done: later lists are re-lists after a watch failure
-        let mut listed = false;
         while let Some(event) = events.next().await {
             match event {
                 Ok(watcher::Event::Apply(k)) => notify(&k, false),
                 Ok(watcher::Event::Delete(k)) => notify(&k, true),
                 Ok(watcher::Event::Init) => {
-                    if listed {
+                    if *synced_tx.borrow() {
                         before_relist = store.state();
                     }
                 }
                 Ok(watcher::Event::InitApply(_)) => {}
                 Ok(watcher::Event::InitDone) => {
-                    if listed {
+                    if *synced_tx.borrow() {
                         // objects may have changed or gone while the watch was down
                         for k in std::mem::take(&mut before_relist) {
                             let gone = store.get(&reflector::ObjectRef::from_obj(&*k)).is_none();
@@ -364,7 +329,7 @@ where
                         }
                     } else {
                         tracing::debug!(resource = %what, "cache filled");
-                        listed = true;
+                        synced_tx.send_replace(true);
                     }
                 }
                 Err(e) => tracing::warn!(resource = %what, error = %e, "watch failed; retrying"),
@@ -496,33 +461,6 @@ mod tests {
         period.sort();
         assert_eq!(period, ["a", "b", "c"]);
         assert_eq!(first[..3], first[3..], "the same order each period");
-    }
-
-    #[tokio::test]
-    async fn synced_follows_the_stores_first_complete_list() {
-        let (store, mut writer) = reflector::store::<PodLite>();
-        let (flag_tx, flag_rx) = watch::channel(false);
-        let synced = Synced::all([Synced::of_store(&store), Synced::from_receiver(flag_rx)]);
-        assert!(!synced.is_synced());
-        writer.apply_watcher_event(&watcher::Event::Init);
-        assert!(!Synced::of_store(&store).is_synced(), "a list under way");
-        writer.apply_watcher_event(&watcher::Event::InitDone);
-        assert!(Synced::of_store(&store).is_synced());
-        assert!(!synced.is_synced(), "the flag is still false");
-        flag_tx.send_replace(true);
-        assert!(synced.is_synced());
-        let waited = tokio::time::timeout(Duration::from_secs(5), synced.wait()).await;
-        assert_eq!(waited.ok(), Some(true));
-    }
-
-    #[tokio::test]
-    async fn synced_is_false_when_the_store_writer_is_gone_unfilled() {
-        let (store, writer) = reflector::store::<PodLite>();
-        let synced = Synced::of_store(&store);
-        drop(writer);
-        assert!(!synced.is_synced());
-        let waited = tokio::time::timeout(Duration::from_secs(5), synced.wait()).await;
-        assert_eq!(waited.ok(), Some(false));
     }
 
     #[test]

@@ -184,6 +184,7 @@ pub async fn run_wired(
 
     // PetSets, compact; their events tell the expectations which version the cache holds
     let (petset_store, writer) = reflector::store::<PetSetLite>();
+    let (petsets_synced_tx, petsets_synced_rx) = tokio::sync::watch::channel(false);
     let petset_events = {
         let expectations = expectations.clone();
         watcher(
@@ -203,12 +204,15 @@ pub async fn run_wired(
                     );
                 }
                 Ok(watcher::Event::Delete(ps)) => e.petset_gone(&key_of(&ps.metadata)),
+                Ok(watcher::Event::InitDone) => {
+                    petsets_synced_tx.send_replace(true);
+                }
                 _ => {}
             }
         })
         .applied_objects()
     };
-    let petsets_synced = Synced::of_store(&petset_store);
+    let petsets_synced = Synced::from_receiver(petsets_synced_rx);
 
     let instance = std::env::var("POD_NAME").unwrap_or_else(|_| FIELD_MANAGER.to_string());
     let ctx = Arc::new(Context {
