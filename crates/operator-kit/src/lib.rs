@@ -59,8 +59,9 @@
 //! - [`finalizers`]: adding and removing a finalizer guarded by the read resourceVersion.
 
 mod args;
+pub mod cache;
 mod client;
-mod events;
+pub mod events;
 mod http;
 mod leader;
 mod readiness;

@@ -3,14 +3,17 @@
 //!
 //! [`run`] is the entry point for the binary and for tests.
 
-pub mod cache;
 pub mod catalog;
 pub mod config;
-pub mod events;
 pub mod metrics;
-pub mod petset;
 pub mod pgpool;
 pub mod render;
+
+/// The watch caches and the event recorder live in operator-kit; these paths keep the
+/// controllers' `crate::cache` and `crate::events` imports short.
+pub use operator_kit::{cache, events};
+
+use petset_controller as petset;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -16,8 +16,8 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use super::{revision, selector};
-use crate::cache::{keep_identity, resource_as};
+use crate::{revision, selector};
+use operator_kit::cache::{keep_identity, resource_as};
 
 /// A PetSet without its pod template (see the module documentation).
 #[derive(Clone, Debug, Deserialize)]

@@ -55,7 +55,9 @@ pub fn keep_identity(meta: &mut ObjectMeta, labels: bool) {
 }
 
 /// Implements [`kube::Resource`] for a compact type `$lite` (with a `metadata: ObjectMeta`
-/// field) as the API type `$full`, so that it can be watched and stored like `$full`.
+/// field) as the API type `$full`, so that it can be watched and stored like `$full`. The
+/// calling crate needs `kube` and `k8s-openapi` as dependencies.
+#[macro_export]
 macro_rules! resource_as {
     ($lite:ty, $full:ty) => {
         impl ::kube::Resource for $lite {
@@ -84,13 +86,15 @@ macro_rules! resource_as {
         }
     };
 }
-pub(crate) use resource_as;
+pub use crate::resource_as;
 
-/// The pod labels [`PodLite::trim`] keeps.
-const KEPT_POD_LABELS: &[&str] = &[
-    pgpool_api::names::LABEL_NAME,
-    pgpool_api::names::LABEL_INSTANCE,
-    pgpool_api::names::LABEL_REVISION_HASH,
+/// The pod labels [`PodLite::trim`] keeps: Kubernetes' recommended name and instance labels
+/// (`app.kubernetes.io/name`, `app.kubernetes.io/instance`) and the revision label that
+/// StatefulSet-like controllers put on their pods (`controller-revision-hash`).
+pub const KEPT_POD_LABELS: &[&str] = &[
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "controller-revision-hash",
 ];
 
 /// A pod as the controllers keep it: identity, labels, owners, deletion, phase and the Ready
@@ -158,7 +162,8 @@ impl PodLite {
     }
 
     /// Drops what no controller reads (see [`keep_identity`]), and the labels but those the
-    /// controllers decide on: the Pgpool's name and instance labels and the revision label.
+    /// controllers decide on ([`KEPT_POD_LABELS`]: the name and instance labels and the
+    /// revision label).
     /// (Selectors are matched by the API server, on the watch and on lists.)
     pub fn trim(&mut self) {
         keep_identity(&mut self.metadata, true);

@@ -9,9 +9,9 @@ use pgpool_api::PetSet;
 use pgpool_api::names::LABEL_REVISION_HASH;
 use serde_json::json;
 
-use super::plan::{DeleteReason, Input, Plan, PlanError, PodAction, plan};
-use super::pods;
-use super::revision;
+use crate::plan::{DeleteReason, Input, Plan, PlanError, PodAction, plan};
+use crate::pods;
+use crate::revision;
 
 const UID: &str = "petset-uid";
 

@@ -36,9 +36,9 @@ use k8s_openapi::jiff::Timestamp;
 use pgpool_api::PetSet;
 use pgpool_api::petset::{PetSetStatus, PodManagementPolicy, UpdateStrategyType};
 
-use super::pods::{self, Availability};
-use super::revision::{self, RevisionError, Revisions};
-use super::selector::{self, SelectorError};
+use crate::pods::{self, Availability};
+use crate::revision::{self, RevisionError, Revisions};
+use crate::selector::{self, SelectorError};
 
 /// Default of `spec.revisionHistoryLimit`.
 pub const DEFAULT_REVISION_HISTORY_LIMIT: i32 = 10;
