@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource};
 use operator_kit::EventRecorder;
+use operator_kit::api::namespaced_or_all;
 use pgpool_api::{PetSet, Pgpool, PgpoolOpsRequest, names};
 
 use super::context::Ctx;
@@ -34,16 +35,7 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: impl Fn() + Send + Sync + 'static,
 ) {
-    let ns = config.namespace.clone();
-    fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-    {
-        match ns {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        }
-    }
+    let ns = config.namespace.as_deref();
     // One watch on PgpoolOpsRequest feeds one cache, shared by the controller (its trigger and
     // its store), the mappers and the metrics. `ready` is called from the watch itself when the
     // first list is in the cache, so the controller stays the only waiter on the store's
@@ -60,7 +52,7 @@ pub(crate) async fn run(
         reflector(
             writer,
             watcher(
-                api::<PgpoolOpsRequest>(&client, &ns),
+                namespaced_or_all::<PgpoolOpsRequest>(&client, ns),
                 watcher::Config::default(),
             )
             .default_backoff(),
@@ -107,17 +99,17 @@ pub(crate) async fn run(
     Controller::for_shared_stream(requests, store)
         .with_config(ControllerConfig::default().concurrency(config.concurrency.max(1)))
         .watches(
-            api::<Pgpool>(&client, &ns),
+            namespaced_or_all::<Pgpool>(&client, ns),
             watcher::Config::default(),
             move |pp: Pgpool| mappers::for_pgpool(&s1, &pp),
         )
         .watches(
-            api::<PetSet>(&client, &ns),
+            namespaced_or_all::<PetSet>(&client, ns),
             watcher::Config::default(),
             move |ps: PetSet| mappers::for_petset(&s2, &ps),
         )
         .watches(
-            api::<Pod>(&client, &ns),
+            namespaced_or_all::<Pod>(&client, ns),
             watcher::Config::default().labels(&pod_selector),
             move |pod: Pod| mappers::for_pod(&s3, &pod),
         )
