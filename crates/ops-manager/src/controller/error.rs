@@ -2,6 +2,7 @@
 //! Problems the user must fix are not errors: they end the request Failed.
 
 use operator_kit::api::ModifyError;
+use operator_kit::reconcile_metrics::ErrorLabel;
 
 /// Errors of one reconcile; the request is retried with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +22,15 @@ impl ReconcileError {
         move |e| match e {
             ModifyError::Conflicts { .. } => Self::Contended(what()),
             ModifyError::Kube(e) => Self::Kube(e),
+        }
+    }
+}
+
+impl ErrorLabel for ReconcileError {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::Contended(_) => "conflict",
         }
     }
 }

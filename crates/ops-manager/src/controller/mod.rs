@@ -9,7 +9,7 @@
 //! and failures, [`rollback`]). They stand on [`run`] (the request's conditions, status
 //! writes, deadlines and events) and [`cluster`] (the objects the steps act on), which use
 //! `operator_kit::api` (status codes, get-modify-replace) and `operator_kit::finalizers`.
-//! [`retry`] holds the error backoff.
+//! [`retry`] holds the error and eviction backoffs (`operator_kit::backoff`).
 
 mod cluster;
 mod context;

@@ -18,7 +18,7 @@ use pgpool_api::{PetSet, Pgpool, PgpoolOpsRequest, names};
 use super::context::Ctx;
 use super::driver::reconcile;
 use super::mappers;
-use super::retry::error_policy;
+use super::retry::{self, error_policy};
 use crate::events::EventQueue;
 use crate::metrics::Metrics;
 use crate::{OpsManagerConfig, REPORTER};
@@ -77,8 +77,8 @@ pub(crate) async fn run(
         metrics,
         events,
         queue_lock: tokio::sync::Mutex::new(()),
-        errors: Mutex::default(),
-        refusals: Mutex::default(),
+        errors: retry::error_backoff(),
+        refusals: retry::eviction_backoff(),
         marks: Mutex::default(),
         max_requeue: config.max_requeue.max(Duration::from_secs(1)),
     });
