@@ -1,7 +1,6 @@
 //! Wiring: the watches that wake a request (mappers in [`super::mappers`]), the request cache,
 //! and the controller's start and stop.
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,8 +10,8 @@ use kube::Client;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
-use operator_kit::EventRecorder;
 use operator_kit::api::namespaced_or_all;
+use operator_kit::{ControllerHandle, EventRecorder, TaskGuard};
 use pgpool_api::{PetSet, Pgpool, PgpoolOpsRequest, names};
 
 use super::context::Ctx;
@@ -27,19 +26,18 @@ use crate::{OpsManagerConfig, REPORTER};
 /// and the sibling mapper) before the watch waits for them.
 const SHARED_BUFFER: usize = 256;
 
-/// Run the controller until `shutdown` resolves (see [`crate::run`]).
+/// Run the controller until `handle` says stop (see [`crate::run`]).
 pub(crate) async fn run(
     client: Client,
     config: OpsManagerConfig,
     metrics: Metrics,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    ready: impl Fn() + Send + Sync + 'static,
+    handle: ControllerHandle,
 ) {
     let ns = config.namespace.as_deref();
     // One watch on PgpoolOpsRequest feeds one cache, shared by the controller (its trigger and
-    // its store), the mappers and the metrics. `ready` is called from the watch itself when the
-    // first list is in the cache, so the controller stays the only waiter on the store's
-    // readiness (a kube store's readiness wakes only one waiter).
+    // its store), the mappers and the metrics. The handle is marked synced from the watch
+    // itself when the first list is in the cache, so the controller stays the only waiter on
+    // the store's readiness (a kube store's readiness wakes only one waiter).
     let (store, writer) = reflector::store_shared::<PgpoolOpsRequest>(SHARED_BUFFER);
     let requests = writer
         .subscribe()
@@ -47,8 +45,8 @@ pub(crate) async fn run(
     let siblings = writer
         .subscribe()
         .expect("a shared store hands out subscriptions");
-    let mut ready = Some(ready);
-    let reflector_task = tokio::spawn(
+    let mut ready = Some(handle.ready_fn());
+    let reflector_task = TaskGuard::spawn(
         reflector(
             writer,
             watcher(
@@ -83,17 +81,7 @@ pub(crate) async fn run(
         max_requeue: config.max_requeue.max(Duration::from_secs(1)),
     });
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let stopping = operator_kit::CancellationToken::new();
-    let stop_task = {
-        let stopping = stopping.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            stopping.cancel();
-            let _ = stop_tx.send(());
-        })
-    };
-
+    let stopping = handle.token().clone();
     let (s1, s2, s3, s4) = (store.clone(), store.clone(), store.clone(), store.clone());
     let pod_selector = format!("{}={}", names::LABEL_NAME, names::LABEL_NAME_VALUE);
     Controller::for_shared_stream(requests, store)
@@ -118,9 +106,7 @@ pub(crate) async fn run(
         .watches_shared_stream(siblings, move |r: Arc<PgpoolOpsRequest>| {
             mappers::for_sibling(&s4, &r)
         })
-        .graceful_shutdown_on(async move {
-            let _ = stop_rx.await;
-        })
+        .graceful_shutdown_on(handle.shutdown_signal())
         // A reconcile still running at shutdown is dropped where it waits: every step is
         // idempotent, so that is no worse than a crash, and the process stops at once.
         .run(
@@ -143,8 +129,7 @@ pub(crate) async fn run(
             }
         })
         .await;
-    stop_task.abort();
-    reflector_task.abort();
+    drop(reflector_task);
     // The controller has dropped the context and with it the event queue: publish what is
     // still queued (bounded, so that an unreachable API server cannot hold up the exit: the
     // process must stop within 5 s of SIGTERM, see operator_kit::SHUTDOWN_GRACE).

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::{Client, ResourceExt};
+use operator_kit::{CancellationToken, ControllerHandle, Phase, Readiness};
 use pgpool_api::conditions;
 use pgpool_api::{
     AppBinding, OpsRequestPhase, PetSet, Pgpool, PgpoolOpsRequest, PgpoolVersion, names,
@@ -61,7 +62,7 @@ pub async fn within<T>(limit: Duration, what: &str, f: impl Future<Output = T>) 
 
 /// A running ops-manager.
 pub struct OpsManager {
-    stop: Option<oneshot::Sender<()>>,
+    stop: CancellationToken,
     task: JoinHandle<Result<(), pgpool_ops_manager::Error>>,
     /// The registry its metrics went into.
     pub registry: Registry,
@@ -73,38 +74,32 @@ impl OpsManager {
         let client = server.client_as(OPS_AGENT);
         let registry = Registry::new();
         let reg = registry.clone();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
+        let stop = CancellationToken::new();
+        let readiness = Readiness::new();
+        readiness.set_phase(Phase::Running);
+        let handle =
+            ControllerHandle::new(&readiness, pgpool_ops_manager::CONTROLLER, stop.clone());
         let config = OpsManagerConfig {
             concurrency: 4,
             ..OpsManagerConfig::default()
         };
-        let task = tokio::spawn(async move {
-            pgpool_ops_manager::run(
-                client,
-                config,
-                &reg,
-                async move {
-                    let _ = stop_rx.await;
-                },
-                move || {
-                    ready_tx.send_replace(true);
-                },
-            )
-            .await
-        });
+        let task =
+            tokio::spawn(
+                async move { pgpool_ops_manager::run(client, config, &reg, handle).await },
+            );
         within(
             Duration::from_secs(10),
             "the ops-manager to be ready",
             async {
-                while !*ready_rx.borrow_and_update() {
-                    ready_rx.changed().await.expect("ready signal");
+                // Readiness has no change notification: poll it, as /readyz would.
+                while !readiness.is_ready() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             },
         )
         .await;
         Self {
-            stop: Some(stop_tx),
+            stop,
             task,
             registry,
         }
@@ -112,9 +107,7 @@ impl OpsManager {
 
     /// Stop it gracefully and wait until `run` returned.
     pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
+        self.stop.cancel();
         let res = within(
             Duration::from_secs(20),
             "the ops-manager to stop",
