@@ -8,7 +8,9 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, EvictParams, ListParams, Preconditions};
 use kube::{Api, ResourceExt};
-use operator_kit::api::{Change, Target, api_message, is_conflict, is_not_found, modify};
+use operator_kit::api::{
+    Change, Target, api_message, is_conflict, is_not_found, modify, status_code,
+};
 use pgpool_api::conditions::{self, NewCondition};
 use pgpool_api::{PetSet, Pgpool, PgpoolVersion, names};
 
@@ -160,7 +162,7 @@ impl Run<'_> {
             // 429: a PodDisruptionBudget says no for now. Other API answers (500 for a pod
             // with two budgets, 403 without RBAC) are retried the same way until the step's
             // timeout, which then fails the request with the API's message.
-            Err(e @ kube::Error::Api(_)) => Ok(Eviction::Refused(api_message(&e))),
+            Err(e) if status_code(&e).is_some() => Ok(Eviction::Refused(api_message(&e))),
             Err(e) => Err(e.into()),
         }
     }

@@ -22,11 +22,9 @@ pub(super) struct Ctx {
     pub(super) events: EventQueue,
     /// Serialises queue decisions (read the queue, then mark one request Progressing).
     pub(super) queue_lock: tokio::sync::Mutex<()>,
-    /// Consecutive failed reconciles per request, for the error backoff
-    /// ([`super::retry::error_backoff`]).
+    /// Consecutive failed reconciles per request, for the error backoff (0.5 s .. 5 min).
     pub(super) errors: ErrorBackoff<ObjectRef<PgpoolOpsRequest>>,
-    /// Refused evictions in a row per pod UID, for the eviction backoff
-    /// ([`super::retry::eviction_backoff`]).
+    /// Refused evictions in a row per pod UID, for the eviction backoff (200 ms .. 10 s).
     pub(super) refusals: ErrorBackoff<String>,
     /// When the last step of a request (by UID) ended, for step durations.
     pub(super) marks: Mutex<HashMap<String, Instant>>,
