@@ -90,12 +90,7 @@ impl OpsManager {
         within(
             Duration::from_secs(10),
             "the ops-manager to be ready",
-            async {
-                // Readiness has no change notification: poll it, as /readyz would.
-                while !readiness.is_ready() {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            },
+            readiness.wait_until_ready(),
         )
         .await;
         Self {
