@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use prometheus::IntGauge;
+use tokio::sync::watch;
 
 /// Where the process is in its life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,10 +34,22 @@ pub struct Readiness {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     state: Mutex<State>,
     leader_gauge: Option<IntGauge>,
+    /// Ticks after every change of `state`, for [`Readiness::wait_until_ready`].
+    changed: watch::Sender<()>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            leader_gauge: None,
+            changed: watch::Sender::new(()),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -90,8 +103,8 @@ impl Readiness {
         gauge.set(0);
         Self {
             inner: Arc::new(Inner {
-                state: Mutex::default(),
                 leader_gauge: Some(gauge),
+                ..Inner::default()
             }),
         }
     }
@@ -103,13 +116,21 @@ impl Readiness {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Changes the state and wakes [`wait_until_ready`](Self::wait_until_ready).
+    fn update(&self, change: impl FnOnce(&mut State)) {
+        change(&mut self.lock());
+        self.inner.changed.send_replace(());
+    }
+
     /// Registers a controller as not yet synced and returns its handle. Registering a
     /// name again resets it to not synced.
     pub fn controller(&self, name: impl Into<String>) -> ControllerReadiness {
         let name = name.into();
-        self.lock()
-            .controllers
-            .insert(name.clone(), Some(WAITING_FOR_SYNC.to_string()));
+        self.update(|state| {
+            state
+                .controllers
+                .insert(name.clone(), Some(WAITING_FOR_SYNC.to_string()));
+        });
         ControllerReadiness {
             readiness: self.clone(),
             name,
@@ -118,12 +139,12 @@ impl Readiness {
 
     /// Sets the life-cycle phase.
     pub fn set_phase(&self, phase: Phase) {
-        self.lock().phase = phase;
+        self.update(|state| state.phase = phase);
     }
 
     /// Records whether this process runs the controllers (and updates the gauge).
     pub fn set_leader(&self, leader: bool) {
-        self.lock().leader = leader;
+        self.update(|state| state.leader = leader);
         if let Some(gauge) = &self.inner.leader_gauge {
             gauge.set(i64::from(leader));
         }
@@ -131,7 +152,7 @@ impl Readiness {
 
     /// Forgets all registered controllers (used when controllers stop).
     pub fn clear_controllers(&self) {
-        self.lock().controllers.clear();
+        self.update(|state| state.controllers.clear());
     }
 
     /// The current status as `/readyz` reports it.
@@ -179,6 +200,18 @@ impl Readiness {
     pub fn is_ready(&self) -> bool {
         self.status().ready
     }
+
+    /// Resolves once [`is_ready`](Self::is_ready) is `true` (at once if it is now): for
+    /// code that runs a controller in-process and must wait for its caches, like a test
+    /// harness. Wrap it in a timeout; it waits for ever otherwise.
+    pub async fn wait_until_ready(&self) {
+        // Subscribed before the check: a change after the check marks the receiver changed.
+        let mut changed = self.inner.changed.subscribe();
+        while !self.is_ready() {
+            // The sender lives in `self`, so `changed()` cannot fail while we wait.
+            let _ = changed.changed().await;
+        }
+    }
 }
 
 impl ControllerReadiness {
@@ -198,10 +231,9 @@ impl ControllerReadiness {
     }
 
     fn set(&self, reason: Option<String>) {
-        self.readiness
-            .lock()
-            .controllers
-            .insert(self.name.clone(), reason);
+        self.readiness.update(|state| {
+            state.controllers.insert(self.name.clone(), reason);
+        });
     }
 }
 
@@ -286,6 +318,29 @@ mod tests {
         assert!(r.is_ready());
         r.set_phase(Phase::ShuttingDown);
         assert!(!r.is_ready());
+    }
+
+    #[tokio::test]
+    async fn wait_until_ready_wakes_when_the_last_controller_syncs() {
+        let limit = std::time::Duration::from_secs(5);
+        let r = Readiness::new();
+        r.set_phase(Phase::Running);
+        let a = r.controller("a");
+        let waiter = tokio::spawn({
+            let r = r.clone();
+            async move { r.wait_until_ready().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "not ready yet");
+        a.set_synced();
+        tokio::time::timeout(limit, waiter)
+            .await
+            .expect("woken by set_synced")
+            .expect("join");
+        // Ready already: resolves at once.
+        tokio::time::timeout(limit, r.wait_until_ready())
+            .await
+            .expect("ready");
     }
 
     #[test]

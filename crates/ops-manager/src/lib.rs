@@ -8,9 +8,9 @@
 //! Entry point: [`run`]. The pure rules (validation, queue, per-pod decisions) are in
 //! [`plan`]; the metrics in [`metrics`].
 
-use std::future::Future;
 use std::time::Duration;
 
+use operator_kit::ControllerHandle;
 use prometheus::Registry;
 
 mod controller;
@@ -21,6 +21,9 @@ pub mod plan;
 /// Finalizer the ops-manager puts on a request while it is Progressing, so that a deleted
 /// request still resumes (and, if needed, rolls back) its Pgpool before it goes.
 pub const REQUEST_FINALIZER: &str = "ops.kubedb.com/pgpool-ops-manager";
+
+/// The controller's name in `/readyz` and in the reconcile metrics' `controller` label.
+pub const CONTROLLER: &str = metrics::CONTROLLER;
 
 /// Event reporter (controller) name.
 pub const REPORTER: &str = "pgpool-ops-manager";
@@ -58,19 +61,19 @@ pub enum Error {
     Metrics(#[from] prometheus::Error),
 }
 
-/// Run the PgpoolOpsRequest controller until `shutdown` resolves; then stop taking new work,
-/// let running reconciles finish, and return.
+/// Run the PgpoolOpsRequest controller until `handle` says stop; then stop taking new work,
+/// drop the reconciles still running (every step is idempotent) and return.
 ///
-/// Registers its metrics in `registry` (once per registry). Calls `ready` once the request
-/// cache is synced.
+/// Registers its metrics in `registry` (once per registry). Marks `handle` synced once the
+/// request cache holds the first list. The binary gets `handle` from
+/// [`operator_kit::RunContext::controller`] with the name [`CONTROLLER`].
 pub async fn run(
     client: kube::Client,
     config: OpsManagerConfig,
     registry: &Registry,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    ready: impl Fn() + Send + Sync + 'static,
+    handle: ControllerHandle,
 ) -> Result<(), Error> {
     let metrics = metrics::Metrics::register(registry)?;
-    controller::run(client, config, metrics, shutdown, ready).await;
+    controller::run(client, config, metrics, handle).await;
     Ok(())
 }

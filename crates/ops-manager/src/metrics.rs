@@ -1,10 +1,12 @@
 //! Prometheus metrics of the ops-manager (DESIGN.md §7). Labels are bounded: request types,
 //! phases, results and step names, never object names.
 
+use operator_kit::reconcile_metrics::{ControllerMetrics, ReconcileMetrics};
 use pgpool_api::{OpsRequestPhase, OpsRequestType, PgpoolOpsRequest};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntGaugeVec, Opts, Registry};
 
-/// The controller label of `reconcile_total`.
+/// The controller label of the reconcile metrics (`pgpool_operator_reconcile_total` and
+/// friends, see [`operator_kit::reconcile_metrics`]).
 pub const CONTROLLER: &str = "pgpoolopsrequest";
 
 /// The ops-manager's metrics, registered in the registry given to [`crate::run`].
@@ -16,8 +18,10 @@ pub struct Metrics {
     pub ops_request_duration: HistogramVec,
     /// `pgpool_operator_ops_step_duration_seconds{type,step}`: one step of a request.
     pub ops_step_duration: HistogramVec,
-    /// `pgpool_operator_reconcile_total{controller,result}`.
-    pub reconcile_total: IntCounterVec,
+    /// `pgpool_operator_reconcile_total{controller,result}`,
+    /// `pgpool_operator_reconcile_errors_total{controller,error}` and
+    /// `pgpool_operator_reconcile_duration_seconds{controller}`, as controller [`CONTROLLER`].
+    pub reconcile: ControllerMetrics,
 }
 
 impl Metrics {
@@ -50,17 +54,10 @@ impl Metrics {
             ]),
             &["type", "step"],
         )?;
-        let reconcile_total = IntCounterVec::new(
-            Opts::new(
-                "pgpool_operator_reconcile_total",
-                "Reconciles by controller and result",
-            ),
-            &["controller", "result"],
-        )?;
         registry.register(Box::new(ops_requests.clone()))?;
         registry.register(Box::new(ops_request_duration.clone()))?;
         registry.register(Box::new(ops_step_duration.clone()))?;
-        registry.register(Box::new(reconcile_total.clone()))?;
+        let reconcile = ReconcileMetrics::register(registry)?.controller(CONTROLLER);
         for t in OpsRequestType::ALL {
             for p in OpsRequestPhase::ALL {
                 ops_requests
@@ -72,7 +69,7 @@ impl Metrics {
             ops_requests,
             ops_request_duration,
             ops_step_duration,
-            reconcile_total,
+            reconcile,
         })
     }
 
@@ -113,14 +110,6 @@ impl Metrics {
             .with_label_values(&[t.as_str(), result.as_str()])
             .observe(seconds.max(0.0));
     }
-
-    /// Count a reconcile.
-    pub fn reconciled(&self, ok: bool) {
-        let result = if ok { "success" } else { "error" };
-        self.reconcile_total
-            .with_label_values(&[CONTROLLER, result])
-            .inc();
-    }
 }
 
 #[cfg(test)]
@@ -159,7 +148,7 @@ mod tests {
         );
         m.finished(OpsRequestType::Restart, OpsRequestPhase::Failed, 3.0);
         m.step(OpsRequestType::Restart, "RestartPods", 1.0);
-        m.reconciled(true);
+        m.reconcile.success(std::time::Duration::ZERO);
         let text = prometheus::TextEncoder::new()
             .encode_to_string(&registry.gather())
             .expect("encode");

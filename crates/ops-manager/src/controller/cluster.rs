@@ -8,11 +8,13 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, EvictParams, ListParams, Preconditions};
 use kube::{Api, ResourceExt};
+use operator_kit::api::{
+    Change, Target, api_message, is_conflict, is_not_found, modify, status_code,
+};
 use pgpool_api::conditions::{self, NewCondition};
 use pgpool_api::{PetSet, Pgpool, PgpoolVersion, names};
 
-use super::api::{Edit, Part, api_message, get_modify_replace, is_status};
-use super::error::Result;
+use super::error::{ReconcileError, Result};
 use super::run::Run;
 use crate::plan::{self, Images};
 
@@ -59,19 +61,18 @@ impl Run<'_> {
     /// Ask for the pause: add `Paused=Unknown` to the Pgpool's status unless it is there.
     pub(super) async fn pause_pgpool(&self) -> Result<PauseState> {
         let request = &self.name;
-        let state = get_modify_replace(
+        let state = modify(
             &self.pgpools(),
             &self.pgpool,
-            Part::Status,
-            || format!("Pgpool {} status", self.pgpool),
+            Target::Status,
             |pp: &mut Pgpool| {
                 let st = pp.status.get_or_insert_with(Default::default);
                 match conditions::get(&st.conditions, conditions::pgpool::PAUSED) {
                     Some(c) if c.status == conditions::TRUE => {
-                        return Edit::Keep(PauseState::Acknowledged);
+                        return Change::Keep(PauseState::Acknowledged);
                     }
                     Some(c) if c.status == conditions::UNKNOWN => {
-                        return Edit::Keep(PauseState::Requested);
+                        return Change::Keep(PauseState::Requested);
                     }
                     _ => {}
                 }
@@ -86,52 +87,52 @@ impl Run<'_> {
                     },
                     Utc::now(),
                 );
-                Edit::Replace(PauseState::Requested)
+                Change::Write(PauseState::Requested)
             },
         )
-        .await?;
+        .await
+        .map_err(ReconcileError::from_modify(|| {
+            format!("Pgpool {} status", self.pgpool)
+        }))?;
         Ok(state.unwrap_or(PauseState::Gone))
     }
 
     /// Remove `Paused` from the Pgpool's status (if the Pgpool and the condition exist).
     pub(super) async fn resume_pgpool(&self) -> Result<bool> {
-        let resumed = get_modify_replace(
+        let resumed = modify(
             &self.pgpools(),
             &self.pgpool,
-            Part::Status,
-            || format!("Pgpool {} status", self.pgpool),
+            Target::Status,
             |pp: &mut Pgpool| {
                 let st = pp.status.get_or_insert_with(Default::default);
                 if conditions::remove(&mut st.conditions, conditions::pgpool::PAUSED) {
-                    Edit::Replace(true)
+                    Change::Write(true)
                 } else {
-                    Edit::Keep(false)
+                    Change::Keep(false)
                 }
             },
         )
-        .await?;
+        .await
+        .map_err(ReconcileError::from_modify(|| {
+            format!("Pgpool {} status", self.pgpool)
+        }))?;
         Ok(resumed.unwrap_or(false))
     }
 
     /// Set the images of the PetSet's pgpool, exporter and pgpool-init containers by GET,
-    /// modify and replace (retrying conflicts). Returns false when the PetSet does not exist.
+    /// modify and replace (retrying conflicts, [`operator_kit::api::modify`]). Returns false when the PetSet does not exist.
     pub(super) async fn set_petset_images(&self, images: &Images) -> Result<bool> {
         let name = names::petset(&self.pgpool);
-        let found = get_modify_replace(
-            &self.petsets(),
-            &name,
-            Part::Object,
-            || format!("PetSet {name}"),
-            |ps: &mut PetSet| {
-                let spec = ps.spec.template.spec.as_mut();
-                if spec.is_some_and(|spec| plan::set_spec_images(spec, images)) {
-                    Edit::Replace(())
-                } else {
-                    Edit::Keep(())
-                }
-            },
-        )
-        .await?;
+        let found = modify(&self.petsets(), &name, Target::Object, |ps: &mut PetSet| {
+            let spec = ps.spec.template.spec.as_mut();
+            if spec.is_some_and(|spec| plan::set_spec_images(spec, images)) {
+                Change::Write(())
+            } else {
+                Change::Keep(())
+            }
+        })
+        .await
+        .map_err(ReconcileError::from_modify(|| format!("PetSet {name}")))?;
         Ok(found.is_some())
     }
 
@@ -157,11 +158,11 @@ impl Run<'_> {
         match self.pods().evict(name, &params).await {
             Ok(_) => Ok(Eviction::Done),
             // Gone already, or replaced by a pod with another UID.
-            Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(Eviction::Done),
+            Err(e) if is_not_found(&e) || is_conflict(&e) => Ok(Eviction::Done),
             // 429: a PodDisruptionBudget says no for now. Other API answers (500 for a pod
             // with two budgets, 403 without RBAC) are retried the same way until the step's
             // timeout, which then fails the request with the API's message.
-            Err(e @ kube::Error::Api(_)) => Ok(Eviction::Refused(api_message(&e))),
+            Err(e) if status_code(&e).is_some() => Ok(Eviction::Refused(api_message(&e))),
             Err(e) => Err(e.into()),
         }
     }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
+use operator_kit::backoff::ErrorBackoff;
 use pgpool_api::PgpoolOpsRequest;
 
 use crate::events::EventQueue;
@@ -21,10 +22,10 @@ pub(super) struct Ctx {
     pub(super) events: EventQueue,
     /// Serialises queue decisions (read the queue, then mark one request Progressing).
     pub(super) queue_lock: tokio::sync::Mutex<()>,
-    /// Consecutive failed reconciles per request, for the error backoff.
-    pub(super) errors: Mutex<HashMap<ObjectRef<PgpoolOpsRequest>, u32>>,
-    /// Refused evictions per pod UID, for the eviction backoff.
-    pub(super) refusals: Mutex<HashMap<String, u32>>,
+    /// Consecutive failed reconciles per request, for the error backoff (0.5 s .. 5 min).
+    pub(super) errors: ErrorBackoff<ObjectRef<PgpoolOpsRequest>>,
+    /// Refused evictions in a row per pod UID, for the eviction backoff (200 ms .. 10 s).
+    pub(super) refusals: ErrorBackoff<String>,
     /// When the last step of a request (by UID) ended, for step durations.
     pub(super) marks: Mutex<HashMap<String, Instant>>,
     pub(super) max_requeue: Duration,

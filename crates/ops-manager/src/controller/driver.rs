@@ -18,6 +18,7 @@ use crate::plan::{self, Step};
 /// and count the outcome; a success clears its error backoff.
 pub(super) async fn reconcile(obj: Arc<PgpoolOpsRequest>, ctx: Arc<Ctx>) -> Result<Action> {
     let key = ObjectRef::from_obj(obj.as_ref());
+    let timer = ctx.metrics.reconcile.start();
     let result = async {
         let ns = obj.namespace().unwrap_or_default();
         let name = obj.name_any();
@@ -28,11 +29,9 @@ pub(super) async fn reconcile(obj: Arc<PgpoolOpsRequest>, ctx: Arc<Ctx>) -> Resu
         Run::new(&ctx, reqs, req).reconcile().await
     }
     .await;
-    ctx.metrics.reconciled(result.is_ok());
-    if result.is_ok()
-        && let Ok(mut errors) = ctx.errors.lock()
-    {
-        errors.remove(&key);
+    timer.observe(&result);
+    if result.is_ok() {
+        ctx.errors.succeeded(&key);
     }
     let state = ctx.store.state();
     ctx.metrics.count_requests(state.iter().map(|r| r.as_ref()));

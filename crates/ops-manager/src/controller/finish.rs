@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use operator_kit::api::is_not_found;
 use pgpool_api::conditions::{self, ops};
 use pgpool_api::{OpsRequestPhase, OpsRequestType};
 
-use super::api::is_status;
 use super::error::{ReconcileError, Result};
 use super::run::{Flow, Run};
 use crate::plan;
@@ -107,7 +107,7 @@ impl Run<'_> {
         // deleted request may then vanish before its final status is written.
         self.remove_finalizer().await?;
         match self.save().await {
-            Err(ReconcileError::Kube(e)) if is_status(&e, 404) => {}
+            Err(ReconcileError::Kube(e)) if is_not_found(&e) => {}
             other => other?,
         }
         {

@@ -7,10 +7,10 @@
 //! [`queue`] (wait for the Pgpool's slot, start); one file per step ([`validate`], [`pause`],
 //! [`update_petsets`], [`restart_pods`], [`update_database`], [`finish`] with the Resume step
 //! and failures, [`rollback`]). They stand on [`run`] (the request's conditions, status
-//! writes, deadlines and events), [`cluster`] (the objects the steps act on) and [`api`]
-//! (status codes, get-modify-replace). [`retry`] holds the error backoff.
+//! writes, deadlines and events) and [`cluster`] (the objects the steps act on), which use
+//! `operator_kit::api` (status codes, get-modify-replace) and `operator_kit::finalizers`.
+//! [`retry`] holds the error and eviction backoffs (`operator_kit::backoff`).
 
-mod api;
 mod cluster;
 mod context;
 mod driver;

@@ -1,15 +1,12 @@
 //! Step RestartPods: evict the pods one at a time, each after the previous one is back and
 //! Ready (on the target images for UpdateVersion).
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::Pod;
 use pgpool_api::conditions::{self, ops};
 use pgpool_api::{OpsRequestType, names};
 
 use super::cluster::Eviction;
 use super::error::Result;
-use super::retry::backoff;
 use super::run::{Flow, Run};
 use crate::plan::{self, PodStep};
 
@@ -159,9 +156,7 @@ impl Run<'_> {
 
     /// Record that `pod` (with `uid`) was evicted; its replacement is waited for next.
     pub(super) async fn evicted(&mut self, pod: &str, uid: &str) -> Result<()> {
-        if let Ok(mut r) = self.ctx.refusals.lock() {
-            r.remove(uid);
-        }
+        self.ctx.refusals.forget(&uid.to_string());
         self.set(
             &ops::evict_pod(pod),
             conditions::TRUE,
@@ -179,7 +174,8 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// A PodDisruptionBudget refused the eviction: retry with backoff until the step's timeout.
+    /// A PodDisruptionBudget refused the eviction: retry with backoff
+    /// ([`super::retry::eviction_backoff`]) until the step's timeout.
     /// The `EvictPod--<pod>` condition says why and until when (written only when that
     /// changes, not on every retry).
     pub(super) async fn eviction_refused(
@@ -189,20 +185,11 @@ impl Run<'_> {
         uid: &str,
         why: String,
     ) -> Result<Flow> {
-        let n = self
-            .ctx
-            .refusals
-            .lock()
-            .map(|mut r| {
-                let n = r.entry(uid.to_string()).or_insert(0);
-                *n = n.saturating_add(1);
-                *n
-            })
-            .unwrap_or(1);
+        let refusal = self.ctx.refusals.failed(uid.to_string(), None);
         let c = self.cond(&ops::evict_pod(pod)).cloned();
         match c.and_then(|c| Self::remaining(&c, self.timeout()).map(|left| (c, left))) {
             Some((c, left)) => {
-                tracing::info!(pod, attempt = n, reason = %why, "eviction refused; will retry");
+                tracing::info!(pod, attempt = refusal.attempt, reason = %why, "eviction refused; will retry");
                 let budget = match pod_obj {
                     Some(p) => self.budget_of(p).await,
                     None => None,
@@ -222,13 +209,10 @@ impl Run<'_> {
                     None,
                 )
                 .await?;
-                let delay = backoff(Duration::from_millis(200), n, Duration::from_secs(10));
-                Ok(Flow::Wait(delay.min(left)))
+                Ok(Flow::Wait(refusal.delay.min(left)))
             }
             None => {
-                if let Ok(mut r) = self.ctx.refusals.lock() {
-                    r.remove(uid);
-                }
+                self.ctx.refusals.forget(&uid.to_string());
                 let msg = format!(
                     "pod {pod} could not be evicted within {}: {why}",
                     self.timeout_text()

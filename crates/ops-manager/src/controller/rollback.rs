@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{DeleteParams, Preconditions};
+use operator_kit::api::{is_conflict, is_not_found};
 use pgpool_api::conditions::{self, ops};
 use pgpool_api::{OpsRequestPhase, OpsRequestType, names};
 
-use super::api::is_status;
 use super::cluster::Eviction;
 use super::error::Result;
 use super::run::{Flow, Run};
@@ -111,7 +111,7 @@ impl Run<'_> {
                                 };
                                 match self.pods().delete(&pod_name, &dp).await {
                                     Ok(_) => {}
-                                    Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
+                                    Err(e) if is_not_found(&e) || is_conflict(&e) => {}
                                     Err(e) => return Err(e.into()),
                                 }
                             }

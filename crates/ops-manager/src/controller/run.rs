@@ -5,15 +5,15 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use kube::{Api, ResourceExt};
+use operator_kit::api::is_not_found;
+use operator_kit::finalizers;
 use pgpool_api::conditions::{self, NewCondition};
 use pgpool_api::{OpsRequestPhase, OpsRequestType, PgpoolOpsRequest};
-use serde_json::json;
 
-use super::api::is_status;
 use super::context::Ctx;
-use super::error::{ReconcileError, Result};
+use super::error::Result;
 use crate::REQUEST_FINALIZER;
 
 /// What a step tells the driver.
@@ -262,54 +262,34 @@ impl<'a> Run<'a> {
 
     /// True when the request carries [`REQUEST_FINALIZER`].
     pub(super) fn has_finalizer(&self) -> bool {
-        self.req.finalizers().iter().any(|f| f == REQUEST_FINALIZER)
+        finalizers::has(&self.req, REQUEST_FINALIZER)
     }
 
-    /// Replace the request's finalizers (guarded by its resourceVersion).
-    pub(super) async fn set_finalizers(&mut self, finalizers: Vec<String>) -> Result<()> {
-        let patch = json!({
-            "metadata": {
-                "finalizers": finalizers,
-                "resourceVersion": self.req.resource_version(),
-            }
-        });
-        // Keep the status being built locally; take the new resourceVersion.
-        let status = self.req.status.take();
-        let patched = self
-            .reqs
-            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await;
-        self.req.status = status;
-        let patched = patched?;
-        self.req.metadata = patched.metadata;
+    /// Take the metadata of the patched request (its finalizers and new resourceVersion);
+    /// the status being built locally stays.
+    fn take_metadata(&mut self, patched: Option<PgpoolOpsRequest>) {
+        if let Some(patched) = patched {
+            self.req.metadata = patched.metadata;
+        }
+    }
+
+    /// Add [`REQUEST_FINALIZER`] unless it is there (guarded by the resourceVersion read).
+    pub(super) async fn add_finalizer(&mut self) -> Result<()> {
+        let patched = finalizers::add(&self.reqs, &self.req, REQUEST_FINALIZER).await?;
+        self.take_metadata(patched);
         Ok(())
     }
 
-    /// Add [`REQUEST_FINALIZER`] unless it is there.
-    pub(super) async fn add_finalizer(&mut self) -> Result<()> {
-        if self.has_finalizer() {
-            return Ok(());
-        }
-        let mut f = self.req.finalizers().to_vec();
-        f.push(REQUEST_FINALIZER.to_string());
-        self.set_finalizers(f).await
-    }
-
-    /// Remove [`REQUEST_FINALIZER`] if it is there (a request already gone is fine).
+    /// Remove [`REQUEST_FINALIZER`] if it is there (guarded by the resourceVersion read; a
+    /// request already gone is fine).
     pub(super) async fn remove_finalizer(&mut self) -> Result<()> {
-        if !self.has_finalizer() {
-            return Ok(());
-        }
-        let f: Vec<String> = self
-            .req
-            .finalizers()
-            .iter()
-            .filter(|f| *f != REQUEST_FINALIZER)
-            .cloned()
-            .collect();
-        match self.set_finalizers(f).await {
-            Err(ReconcileError::Kube(e)) if is_status(&e, 404) => Ok(()),
-            other => other,
+        match finalizers::remove(&self.reqs, &self.req, REQUEST_FINALIZER).await {
+            Ok(patched) => {
+                self.take_metadata(patched);
+                Ok(())
+            }
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 }

@@ -1,10 +1,10 @@
 //! Step UpdateDatabase: set the Pgpool's `spec.version` to the target.
 
 use kube::api::{Patch, PatchParams};
+use operator_kit::api::is_not_found;
 use pgpool_api::conditions::ops;
 use serde_json::json;
 
-use super::api::is_status;
 use super::error::Result;
 use super::run::{Flow, Run};
 use crate::plan;
@@ -20,7 +20,7 @@ impl Run<'_> {
             .await
         {
             Ok(_) => {}
-            Err(e) if is_status(&e, 404) => {
+            Err(e) if is_not_found(&e) => {
                 let msg = format!("Pgpool {} was deleted", self.pgpool);
                 return self.fail_step("PgpoolNotFound", msg).await;
             }

@@ -1,23 +1,23 @@
 //! Wiring: the watches that wake a request (mappers in [`super::mappers`]), the request cache,
 //! and the controller's start and stop.
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource};
-use operator_kit::EventRecorder;
+use operator_kit::api::namespaced_or_all;
+use operator_kit::{ControllerHandle, EventRecorder, TaskGuard};
 use pgpool_api::{PetSet, Pgpool, PgpoolOpsRequest, names};
 
 use super::context::Ctx;
 use super::driver::reconcile;
 use super::mappers;
-use super::retry::error_policy;
+use super::retry::{self, error_policy};
 use crate::events::EventQueue;
 use crate::metrics::Metrics;
 use crate::{OpsManagerConfig, REPORTER};
@@ -26,28 +26,18 @@ use crate::{OpsManagerConfig, REPORTER};
 /// and the sibling mapper) before the watch waits for them.
 const SHARED_BUFFER: usize = 256;
 
-/// Run the controller until `shutdown` resolves (see [`crate::run`]).
+/// Run the controller until `handle` says stop (see [`crate::run`]).
 pub(crate) async fn run(
     client: Client,
     config: OpsManagerConfig,
     metrics: Metrics,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    ready: impl Fn() + Send + Sync + 'static,
+    handle: ControllerHandle,
 ) {
-    let ns = config.namespace.clone();
-    fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-    {
-        match ns {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        }
-    }
+    let ns = config.namespace.as_deref();
     // One watch on PgpoolOpsRequest feeds one cache, shared by the controller (its trigger and
-    // its store), the mappers and the metrics. `ready` is called from the watch itself when the
-    // first list is in the cache, so the controller stays the only waiter on the store's
-    // readiness (a kube store's readiness wakes only one waiter).
+    // its store), the mappers and the metrics. The handle is marked synced from the watch
+    // itself when the first list is in the cache, so the controller stays the only waiter on
+    // the store's readiness (a kube store's readiness wakes only one waiter).
     let (store, writer) = reflector::store_shared::<PgpoolOpsRequest>(SHARED_BUFFER);
     let requests = writer
         .subscribe()
@@ -55,12 +45,12 @@ pub(crate) async fn run(
     let siblings = writer
         .subscribe()
         .expect("a shared store hands out subscriptions");
-    let mut ready = Some(ready);
-    let reflector_task = tokio::spawn(
+    let mut ready = Some(handle.ready_fn());
+    let reflector_task = TaskGuard::spawn(
         reflector(
             writer,
             watcher(
-                api::<PgpoolOpsRequest>(&client, &ns),
+                namespaced_or_all::<PgpoolOpsRequest>(&client, ns),
                 watcher::Config::default(),
             )
             .default_backoff(),
@@ -85,39 +75,29 @@ pub(crate) async fn run(
         metrics,
         events,
         queue_lock: tokio::sync::Mutex::new(()),
-        errors: Mutex::default(),
-        refusals: Mutex::default(),
+        errors: retry::error_backoff(),
+        refusals: retry::eviction_backoff(),
         marks: Mutex::default(),
         max_requeue: config.max_requeue.max(Duration::from_secs(1)),
     });
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let stopping = operator_kit::CancellationToken::new();
-    let stop_task = {
-        let stopping = stopping.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            stopping.cancel();
-            let _ = stop_tx.send(());
-        })
-    };
-
+    let stopping = handle.token().clone();
     let (s1, s2, s3, s4) = (store.clone(), store.clone(), store.clone(), store.clone());
     let pod_selector = format!("{}={}", names::LABEL_NAME, names::LABEL_NAME_VALUE);
     Controller::for_shared_stream(requests, store)
         .with_config(ControllerConfig::default().concurrency(config.concurrency.max(1)))
         .watches(
-            api::<Pgpool>(&client, &ns),
+            namespaced_or_all::<Pgpool>(&client, ns),
             watcher::Config::default(),
             move |pp: Pgpool| mappers::for_pgpool(&s1, &pp),
         )
         .watches(
-            api::<PetSet>(&client, &ns),
+            namespaced_or_all::<PetSet>(&client, ns),
             watcher::Config::default(),
             move |ps: PetSet| mappers::for_petset(&s2, &ps),
         )
         .watches(
-            api::<Pod>(&client, &ns),
+            namespaced_or_all::<Pod>(&client, ns),
             watcher::Config::default().labels(&pod_selector),
             move |pod: Pod| mappers::for_pod(&s3, &pod),
         )
@@ -126,9 +106,7 @@ pub(crate) async fn run(
         .watches_shared_stream(siblings, move |r: Arc<PgpoolOpsRequest>| {
             mappers::for_sibling(&s4, &r)
         })
-        .graceful_shutdown_on(async move {
-            let _ = stop_rx.await;
-        })
+        .graceful_shutdown_on(handle.shutdown_signal())
         // A reconcile still running at shutdown is dropped where it waits: every step is
         // idempotent, so that is no worse than a crash, and the process stops at once.
         .run(
@@ -151,8 +129,7 @@ pub(crate) async fn run(
             }
         })
         .await;
-    stop_task.abort();
-    reflector_task.abort();
+    drop(reflector_task);
     // The controller has dropped the context and with it the event queue: publish what is
     // still queued (bounded, so that an unreachable API server cannot hold up the exit: the
     // process must stop within 5 s of SIGTERM, see operator_kit::SHUTDOWN_GRACE).

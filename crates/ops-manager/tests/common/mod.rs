@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::{Client, ResourceExt};
+use operator_kit::{ControllerHandle, Phase, Readiness};
 use pgpool_api::conditions;
 use pgpool_api::{
     AppBinding, OpsRequestPhase, PetSet, Pgpool, PgpoolOpsRequest, PgpoolVersion, names,
@@ -76,10 +77,14 @@ impl OpsManager {
             ..OpsManagerConfig::default()
         };
         let ctl = Controller::spawn_ready(Duration::from_secs(10), |stop, ready| async move {
-            pgpool_ops_manager::run(client, config, &reg, stop.cancelled_owned(), move || {
-                ready.signal()
-            })
-            .await
+            let readiness = Readiness::new();
+            readiness.set_phase(Phase::Running);
+            let handle = ControllerHandle::new(&readiness, pgpool_ops_manager::CONTROLLER, stop);
+            let _signal = tokio::spawn(async move {
+                readiness.wait_until_ready().await;
+                ready.signal();
+            });
+            pgpool_ops_manager::run(client, config, &reg, handle).await
         })
         .await;
         Self { ctl, registry }
