@@ -16,7 +16,9 @@ pub mod names;
 pub mod ops;
 pub mod petset;
 pub mod pgpool;
+pub mod pgpool_monitor;
 pub mod pgpool_names;
+pub mod pgpool_overrides;
 pub mod version;
 
 pub use appbinding::{AppBinding, AppBindingSpec};
