@@ -120,18 +120,15 @@ pub fn pdb_min_available<'a>(
     selector: impl IntoIterator<Item = (&'a str, &'a str)>,
     min_available: IntOrString,
 ) -> PodDisruptionBudget {
-    PodDisruptionBudget {
-        metadata: meta(namespace, name),
-        spec: Some(PodDisruptionBudgetSpec {
-            selector: Some(LabelSelector {
-                match_labels: labels_of(selector),
-                ..LabelSelector::default()
-            }),
+    pdb(
+        namespace,
+        name,
+        selector,
+        PodDisruptionBudgetSpec {
             min_available: Some(min_available),
             ..PodDisruptionBudgetSpec::default()
-        }),
-        ..PodDisruptionBudget::default()
-    }
+        },
+    )
 }
 
 /// A PodDisruptionBudget selecting `selector` with `maxUnavailable`.
@@ -141,6 +138,23 @@ pub fn pdb_max_unavailable<'a>(
     selector: impl IntoIterator<Item = (&'a str, &'a str)>,
     max_unavailable: IntOrString,
 ) -> PodDisruptionBudget {
+    pdb(
+        namespace,
+        name,
+        selector,
+        PodDisruptionBudgetSpec {
+            max_unavailable: Some(max_unavailable),
+            ..PodDisruptionBudgetSpec::default()
+        },
+    )
+}
+
+fn pdb<'a>(
+    namespace: &str,
+    name: &str,
+    selector: impl IntoIterator<Item = (&'a str, &'a str)>,
+    spec: PodDisruptionBudgetSpec,
+) -> PodDisruptionBudget {
     PodDisruptionBudget {
         metadata: meta(namespace, name),
         spec: Some(PodDisruptionBudgetSpec {
@@ -148,8 +162,7 @@ pub fn pdb_max_unavailable<'a>(
                 match_labels: labels_of(selector),
                 ..LabelSelector::default()
             }),
-            max_unavailable: Some(max_unavailable),
-            ..PodDisruptionBudgetSpec::default()
+            ..spec
         }),
         ..PodDisruptionBudget::default()
     }

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use crate::routing::Target;
+use crate::state::{State, Stored};
 use crate::watch::WatchStream;
 
 /// An answer to a resource request.
@@ -65,4 +67,10 @@ pub(crate) fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
     }
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// The stored object `t` names, or the API server's 404 for it.
+pub(crate) fn stored<'a>(st: &'a State, t: &Target) -> Result<&'a Stored, ApiError> {
+    st.get(t.kind, &t.key())
+        .ok_or_else(|| ApiError::not_found(&t.info, t.name()))
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::common::Reply;
+use super::common::{Reply, stored};
 use crate::error::ApiError;
 use crate::routing::{Query, Target};
 use crate::shared::Inner;
@@ -98,9 +98,7 @@ pub(crate) fn list(st: &State, t: &Target, q: &Query) -> Result<Reply, ApiError>
 
 /// `GET` of one object (or its `status`).
 pub(crate) fn get(st: &State, t: &Target) -> Result<(Reply, bool), ApiError> {
-    let s = st
-        .get(t.kind, &t.key())
-        .ok_or_else(|| ApiError::not_found(&t.info, t.name()))?;
+    let s = stored(st, t)?;
     Ok((Reply::Obj(200, s.obj.clone()), false))
 }
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use super::common::{Reply, get_path, set_path};
+use super::common::{Reply, get_path, set_path, stored};
 use super::delete::parse_delete_options;
 use crate::error::ApiError;
 use crate::pdb;
@@ -55,11 +55,7 @@ pub(crate) fn evict(
     dry_run_q: bool,
 ) -> Result<(Reply, bool), ApiError> {
     let key = t.key();
-    let pod = st
-        .get(t.kind, &key)
-        .ok_or_else(|| ApiError::not_found(&t.info, t.name()))?
-        .obj
-        .clone();
+    let pod = stored(st, t)?.obj.clone();
     let empty = Query(HashMap::new());
     let dopts = body
         .get("deleteOptions")
@@ -121,11 +117,7 @@ pub(crate) fn bind(
     ownership: Ownership,
 ) -> Result<(Reply, bool), ApiError> {
     let key = t.key();
-    let pod = st
-        .get(t.kind, &key)
-        .ok_or_else(|| ApiError::not_found(&t.info, t.name()))?
-        .obj
-        .clone();
+    let pod = stored(st, t)?.obj.clone();
     let node = body
         .pointer("/target/name")
         .and_then(Value::as_str)
@@ -156,8 +148,6 @@ pub(crate) fn bind(
 
 /// `GET` of the `scale` subresource.
 pub(crate) fn get_scale(st: &State, t: &Target) -> Result<(Reply, bool), ApiError> {
-    let s = st
-        .get(t.kind, &t.key())
-        .ok_or_else(|| ApiError::not_found(&t.info, t.name()))?;
+    let s = stored(st, t)?;
     Ok((Reply::Json(200, scale_of(&t.info, &s.obj)?), false))
 }

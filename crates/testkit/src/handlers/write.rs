@@ -5,7 +5,7 @@ use std::sync::Arc;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::{Value, json};
 
-use super::common::{Reply, parse_body, set_path, set_status, status_of};
+use super::common::{Reply, parse_body, set_path, set_status, status_of, stored};
 use super::subresource::scale_of;
 use crate::apply::{self, Managed, Scope, strip_nulls};
 use crate::error::ApiError;
@@ -271,11 +271,7 @@ pub(crate) fn update(
         ));
     }
     let key = t.key();
-    let old = st
-        .get(t.kind, &key)
-        .ok_or_else(|| ApiError::not_found(&t.info, t.name()))?
-        .obj
-        .clone();
+    let old = stored(st, t)?.obj.clone();
     if t.sub.as_deref() != Some("scale")
         && let Some(n) = meta_str(&body, "name")
         && n != t.name()
@@ -286,10 +282,7 @@ pub(crate) fn update(
         )));
     }
     check_rv(t, &old, &body)?;
-    let new = merge_into(t, &old, body)?;
-    let (obj, changed) = st.commit_update(t.kind, &key, new, ownership, dry_run)?;
-    reregister_crd(st, t, &obj);
-    Ok((respond_written(t, obj)?, changed))
+    write_back(st, t, &key, &old, body, ownership, dry_run)
 }
 
 pub(crate) fn patch(
@@ -301,11 +294,7 @@ pub(crate) fn patch(
     ownership: Ownership,
 ) -> Result<(Reply, bool), ApiError> {
     let key = t.key();
-    let old = st
-        .get(t.kind, &key)
-        .ok_or_else(|| ApiError::not_found(&t.info, t.name()))?
-        .obj
-        .clone();
+    let old = stored(st, t)?.obj.clone();
     let mut target = if t.sub.as_deref() == Some("scale") {
         scale_of(&t.info, &old)?
     } else {
@@ -342,10 +331,7 @@ pub(crate) fn patch(
     if t.sub.is_none() && (meta_str(&target, "name") != Some(t.name())) {
         return Err(ApiError::bad_request("a patch cannot change metadata.name"));
     }
-    let new = merge_into(t, &old, target)?;
-    let (obj, changed) = st.commit_update(t.kind, &key, new, ownership, dry_run)?;
-    reregister_crd(st, t, &obj);
-    Ok((respond_written(t, obj)?, changed))
+    write_back(st, t, &key, &old, target, ownership, dry_run)
 }
 
 pub(crate) fn apply_patch(
@@ -483,4 +469,21 @@ pub(crate) fn create(
         st.revision_data.insert(key, (uid, raw));
     }
     Ok((Reply::Obj(201, obj), changed))
+}
+
+/// Merges `body` into the stored `old`, stores it (unless `dry_run`), and answers as the API
+/// server does; the end of every PUT and PATCH.
+fn write_back(
+    st: &mut State,
+    t: &Target,
+    key: &ObjKey,
+    old: &Value,
+    body: Value,
+    ownership: Ownership,
+    dry_run: bool,
+) -> Result<(Reply, bool), ApiError> {
+    let new = merge_into(t, old, body)?;
+    let (obj, changed) = st.commit_update(t.kind, key, new, ownership, dry_run)?;
+    reregister_crd(st, t, &obj);
+    Ok((respond_written(t, obj)?, changed))
 }
