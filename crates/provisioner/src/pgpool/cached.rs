@@ -11,7 +11,7 @@ use pgpool_api::{Pgpool, PgpoolStatus};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
-use crate::cache::{resource_as, trim_meta};
+use operator_kit::cache::{resource_as, trim_meta};
 
 /// The names a Pgpool points at, for the watch mappers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -10,9 +10,9 @@ use kube::api::{Api, PostParams};
 use pgpool_api::{Pgpool, PgpoolStatus};
 
 use super::{EventNote, Outcome, next_status};
-use crate::events::EventRecorder;
 use crate::metrics::PhaseGauge;
 use crate::pgpool::error::ReconcileError;
+use operator_kit::events::EventRecorder;
 
 /// This controller's last status write of a Pgpool: the version it made and the status, and
 /// the versions before it that the cache may still show (the one written over and those of
