@@ -9,13 +9,14 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use pgpool_api::Pgpool;
+use operator_kit::finalizers;
+use pgpool_api::{Pgpool, names};
 use tracing::{debug, warn};
 
 use super::apply::apply;
 use super::build::build;
 use super::cached::CachedPgpool;
-use super::cleanup::{self, has_finalizer};
+use super::cleanup;
 use super::context::Context;
 use super::dereference;
 use super::error::ReconcileError;
@@ -91,7 +92,7 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
 
     if pgpool.meta().deletion_timestamp.is_some() {
         ctx.caches.memos.forget(&key);
-        if !has_finalizer(pgpool) {
+        if !finalizers::has(pgpool, names::FINALIZER) {
             return Ok(Action::await_change());
         }
         if paused {
@@ -105,7 +106,7 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
         report_paused(ctx, &api, pgpool).await?;
         return Ok(Action::await_change());
     }
-    if !has_finalizer(pgpool) {
+    if !finalizers::has(pgpool, names::FINALIZER) {
         cleanup::add_finalizer(&api, pgpool).await?;
         // the patch changed the Pgpool: its event brings the next reconcile
         return Ok(Action::await_change());
