@@ -77,6 +77,8 @@ pub struct Env {
     pub registry: Registry,
     /// The configuration `run` gets.
     pub config: ProvisionerConfig,
+    /// The readiness the running provisioner's controllers report to (`/readyz`'s).
+    pub readiness: Readiness,
     operator: Option<Controller<Result<(), pgpool_provisioner::Error>>>,
     _kubelet: KubeletHandle,
 }
@@ -115,6 +117,7 @@ impl Env {
             client,
             registry: Registry::new(),
             config,
+            readiness: Readiness::new(),
             operator: None,
             _kubelet: kubelet,
         };
@@ -129,9 +132,10 @@ impl Env {
         let client = self.server.client_as(AGENT);
         let config = self.config.clone();
         let reg = registry.clone();
+        let readiness = Readiness::new();
+        readiness.set_phase(Phase::Running);
+        self.readiness = readiness.clone();
         let operator = Controller::spawn_ready(TIMEOUT, |stop, ready| async move {
-            let readiness = Readiness::new();
-            readiness.set_phase(Phase::Running);
             let controllers = Controllers::new(&readiness, &stop, true);
             let _signal = tokio::spawn(async move {
                 readiness.wait_until_ready().await;
