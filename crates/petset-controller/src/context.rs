@@ -61,7 +61,7 @@ pub(crate) const BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 /// The per-PetSet retry delays: [`BACKOFF_BASE`] doubling up to [`BACKOFF_MAX`]. No event
-/// decision: [`crate::reconcile::reconcile`] publishes a Warning for every failure itself.
+/// decision: the reconcile publishes a Warning event for every failure itself.
 pub(crate) fn new_backoff() -> ErrorBackoff<String> {
     ErrorBackoff::new(BACKOFF_BASE, BACKOFF_MAX).with_event_policy(EventPolicy::Never)
 }
