@@ -52,6 +52,26 @@ impl Pgpool {
             .unwrap_or_default()
     }
 
+    /// The AppBindings the Pgpool refers to, as `(namespace, name)`: `spec.postgresRef`
+    /// first (in [`appbinding_namespace`](Self::appbinding_namespace)), then the `group` of
+    /// each `spec.configuration.backends` entry (in the Pgpool's namespace), in spec order.
+    pub fn appbindings(&self) -> Vec<(String, String)> {
+        let ns = self.namespace().unwrap_or_default();
+        let groups = self
+            .spec
+            .configuration
+            .iter()
+            .flat_map(|c| c.backends.iter())
+            .filter_map(|b| b.group.clone())
+            .map(|group| (ns.clone(), group));
+        std::iter::once((
+            self.appbinding_namespace(),
+            self.spec.postgres_ref.name.clone(),
+        ))
+        .chain(groups)
+        .collect()
+    }
+
     /// Name of the generated config Secret.
     pub fn config_secret_name(&self) -> String {
         names::config_secret(&self.name_any())
@@ -93,7 +113,7 @@ impl Pgpool {
 
 #[cfg(test)]
 mod tests {
-    use crate::pgpool::{Pgpool, PgpoolSpec, SecretReference};
+    use crate::pgpool::{BackendSpec, Pgpool, PgpoolConfiguration, PgpoolSpec, SecretReference};
 
     fn pgpool(spec: PgpoolSpec) -> Pgpool {
         let mut p = Pgpool::new("pp", spec);
@@ -126,5 +146,32 @@ mod tests {
         assert_eq!(p.auth_secret_name(), "mine");
         assert!(p.spec.auth_externally_managed());
         assert_eq!(p.appbinding_namespace(), "db");
+    }
+
+    #[test]
+    fn appbindings_are_the_postgres_ref_then_the_backend_groups() {
+        let mut p = pgpool(PgpoolSpec::default());
+        p.spec.postgres_ref.name = "pg".into();
+        assert_eq!(p.appbindings(), [("demo".to_string(), "pg".to_string())]);
+
+        p.spec.postgres_ref.namespace = Some("db".into());
+        let backend = |group: Option<&str>, host: Option<&str>| BackendSpec {
+            group: group.map(Into::into),
+            host_name: host.map(Into::into),
+            ..BackendSpec::default()
+        };
+        p.spec.configuration = Some(PgpoolConfiguration {
+            backends: vec![
+                backend(Some("a"), None),
+                backend(None, Some("h")),
+                backend(Some("b"), None),
+            ],
+            ..PgpoolConfiguration::default()
+        });
+        let pair = |ns: &str, n: &str| (ns.to_string(), n.to_string());
+        assert_eq!(
+            p.appbindings(),
+            [pair("db", "pg"), pair("demo", "a"), pair("demo", "b")]
+        );
     }
 }

@@ -107,16 +107,16 @@ impl Operator {
         let Ok((_, body)) = http_get(self.addr, "/metrics") else {
             return (0.0, 0.0);
         };
-        let sum = |metric: &str| -> f64 {
+        // `pgpool_operator_reconcile_total{controller="<controller>",result="..."} <n>`
+        let sum = |controller: &str| -> f64 {
+            let metric = "pgpool_operator_reconcile_total{";
+            let label = format!("controller=\"{controller}\"");
             body.lines()
-                .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with('{'))
+                .filter(|l| l.starts_with(metric) && l.contains(&label))
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum()
         };
-        (
-            sum("pgpool_operator_reconcile_total"),
-            sum("pgpool_operator_petset_reconcile_total"),
-        )
+        (sum("pgpool"), sum("petset"))
     }
 
     /// Peak resident set size (VmHWM) in KiB.

@@ -328,7 +328,6 @@ async fn run_line(version: &str, images: local_node::ImageMap) {
     let config = pgpool_provisioner::ProvisionerConfig {
         namespace: None,
         concurrency: 2,
-        petset_controller: true,
         resync: Duration::from_secs(2),
         instance: "test".into(),
         error_backoff: Duration::from_millis(200),
@@ -336,16 +335,14 @@ async fn run_line(version: &str, images: local_node::ImageMap) {
     let provisioner = tokio::spawn({
         let client = server.client_as("pgpool-provisioner");
         async move {
-            pgpool_provisioner::run(
-                client,
-                config,
-                &registry,
-                async {
-                    let _ = stop_rx.await;
-                },
-                || {},
-            )
-            .await
+            let stop = operator_kit::CancellationToken::new();
+            let readiness = operator_kit::Readiness::new();
+            let controllers = pgpool_provisioner::Controllers::new(&readiness, &stop, true);
+            let _stop = tokio::spawn(async move {
+                let _ = stop_rx.await;
+                stop.cancel();
+            });
+            pgpool_provisioner::run(client, config, &registry, controllers).await
         }
     });
 

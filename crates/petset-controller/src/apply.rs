@@ -9,6 +9,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt as _};
 use operator_kit::EventType;
+use operator_kit::api::{is_conflict, is_not_found};
 use pgpool_api::PetSet;
 
 use crate::cache::PetSetLite;
@@ -20,14 +21,6 @@ use crate::{pods, revision};
 
 /// Retry delay after a revision name collision (the status write triggers one anyway).
 const COLLISION_RETRY: Duration = Duration::from_secs(1);
-
-/// The HTTP status of an API error.
-pub(crate) fn api_code(e: &kube::Error) -> Option<u16> {
-    match e {
-        kube::Error::Api(status) => Some(status.code),
-        _ => None,
-    }
-}
 
 /// Create options with this controller's field manager.
 fn post_params() -> PostParams {
@@ -96,7 +89,7 @@ pub(crate) async fn act(
             .expect_revision_created(&key, &rev_name, Instant::now());
         match rev_api.create(&post_params(), created).await {
             Ok(_) => {}
-            Err(e) if api_code(&e) == Some(409) => {
+            Err(e) if is_conflict(&e) => {
                 ctx.expectations().forget_revision_created(&key, &rev_name);
                 let existing = rev_api
                     .get_opt(&rev_name)
@@ -159,7 +152,7 @@ pub(crate) async fn act(
                         ctx.event(ps, EventType::Normal, "SuccessfulCreate", &msg)
                             .await;
                     }
-                    Err(e) if api_code(&e) == Some(409) => {
+                    Err(e) if is_conflict(&e) => {
                         ctx.expectations().forget_pod_created(&key, &pod_name);
                         return Err(Error::PodNameTaken(format!("{ns}/{pod_name}")));
                     }
@@ -202,7 +195,7 @@ pub(crate) async fn act(
                         }
                     }
                     // Gone already, or replaced by a pod with another uid.
-                    Err(e) if matches!(api_code(&e), Some(404 | 409)) => forget(),
+                    Err(e) if is_not_found(&e) || is_conflict(&e) => forget(),
                     Err(e) => {
                         forget();
                         let msg = format!("delete Pod {pod_name} in PetSet {name} failed: {e}");
@@ -244,7 +237,7 @@ pub(crate) async fn act(
             .expect_revision_deleted(&key, rev_name, Instant::now());
         match rev_api.delete(rev_name, &DeleteParams::default()).await {
             Ok(_) => {}
-            Err(e) if api_code(&e) == Some(404) => {
+            Err(e) if is_not_found(&e) => {
                 ctx.expectations().forget_revision_deleted(&key, rev_name);
             }
             Err(e) => {
@@ -301,7 +294,7 @@ pub(crate) async fn renumber_revision(
     match api.delete(rev_name, &dp).await {
         Ok(_) => {}
         // Gone, or already replaced by another writer: create below, or find it there.
-        Err(e) if matches!(api_code(&e), Some(404 | 409)) => {}
+        Err(e) if is_not_found(&e) || is_conflict(&e) => {}
         Err(e) => {
             forget();
             return Err(Error::kube(format!("delete revision {ns}/{rev_name}"))(e));
@@ -309,7 +302,7 @@ pub(crate) async fn renumber_revision(
     }
     match api.create(&post_params(), &renumbered).await {
         Ok(_) => Ok(()),
-        Err(e) if api_code(&e) == Some(409) => {
+        Err(e) if is_conflict(&e) => {
             forget();
             Ok(())
         }
@@ -338,7 +331,7 @@ pub(crate) async fn ensure_claim(
     }
     match api.create(&post_params(), claim).await {
         Ok(_) => Ok(()),
-        Err(e) if api_code(&e) == Some(409) => Ok(()),
+        Err(e) if is_conflict(&e) => Ok(()),
         Err(e) => Err(Error::kube(format!("create claim {ns}/{claim_name}"))(e)),
     }
 }

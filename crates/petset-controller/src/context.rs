@@ -1,29 +1,31 @@
 //! The state every PetSet reconcile shares ([`Context`]) and what it reads from the caches.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
+use operator_kit::backoff::{ErrorBackoff, EventPolicy};
 use operator_kit::cache::{PodLite, Synced};
+use operator_kit::reconcile_metrics::ControllerMetrics;
 use operator_kit::{EventRecorder, EventType};
 use pgpool_api::PetSet;
 
 use crate::cache::{PetSetLite, RevisionLite};
 use crate::expectations::Expectations;
-use crate::metrics::Metrics;
 use crate::pods;
 
 /// What every reconcile shares: the client, the caches, the expectations, metrics and events.
 pub(crate) struct Context {
     pub(crate) client: Client,
-    pub(crate) metrics: Metrics,
+    /// Reconcile metrics under `controller="petset"`.
+    pub(crate) metrics: ControllerMetrics,
     pub(crate) recorder: EventRecorder,
-    /// Consecutive failures per PetSet (`namespace/name`), for the backoff.
-    pub(crate) failures: Mutex<HashMap<String, u32>>,
+    /// Consecutive failures per PetSet (`namespace/name`), for the retry delay.
+    pub(crate) backoff: ErrorBackoff<String>,
     pub(crate) pods: Store<PodLite>,
     pub(crate) revisions: Store<RevisionLite>,
     /// The pod and revision caches are filled.
@@ -51,6 +53,17 @@ impl Context {
     pub(crate) fn expectations(&self) -> MutexGuard<'_, Expectations> {
         self.expectations.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// First retry delay after a failed reconcile; doubles per failure in a row.
+pub(crate) const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest retry delay.
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// The per-PetSet retry delays: [`BACKOFF_BASE`] doubling up to [`BACKOFF_MAX`]. No event
+/// decision: the reconcile publishes a Warning event for every failure itself.
+pub(crate) fn new_backoff() -> ErrorBackoff<String> {
+    ErrorBackoff::new(BACKOFF_BASE, BACKOFF_MAX).with_event_policy(EventPolicy::Never)
 }
 
 /// The key of an object in the expectations and the backoff: `namespace/name`.
@@ -94,4 +107,33 @@ pub(crate) fn cached_revisions(ctx: &Context, ns: &str, uid: &str) -> Vec<Contro
         })
         .map(|r| r.to_revision())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let backoff = new_backoff();
+        let delays: Vec<Duration> = (0..10)
+            .map(|_| backoff.failed("ns/ps".to_string(), Some("failed")).delay)
+            .collect();
+        assert_eq!(delays[0], Duration::from_secs(1));
+        assert_eq!(delays[1], Duration::from_secs(2));
+        assert_eq!(delays[4], Duration::from_secs(16));
+        assert_eq!(delays[8], Duration::from_secs(256));
+        assert_eq!(delays[9], BACKOFF_MAX);
+        assert!(
+            !backoff
+                .failed("ns/ps".to_string(), Some("failed"))
+                .emit_event,
+            "the reconcile publishes the event itself"
+        );
+        backoff.succeeded(&"ns/ps".to_string());
+        assert_eq!(
+            backoff.failed("ns/ps".to_string(), None).delay,
+            BACKOFF_BASE
+        );
+    }
 }

@@ -7,28 +7,27 @@
 //! first (the new pod must come from the newest template), and every write is recorded in
 //! [`Expectations`] until the caches show it.
 
-use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use futures::StreamExt as _;
 use futures::channel::mpsc;
-use futures::{FutureExt as _, StreamExt as _};
+use kube::Client;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
-use kube::{Api, Client, Resource};
-use operator_kit::EventRecorder;
+use operator_kit::api::namespaced_or_all;
 use operator_kit::cache::{Feed, PodLite, Synced};
+use operator_kit::reconcile_metrics::{ControllerMetrics, ReconcileMetrics};
+use operator_kit::{ControllerHandle, EventRecorder, TaskGuard};
 use pgpool_api::names::{LABEL_POD_NAME, LABEL_REVISION_HASH};
 use prometheus::Registry;
-use tokio::sync::oneshot;
 
+use crate::CONTROLLER;
 use crate::cache::{PetSetLite, RevisionLite};
 use crate::config::{FIELD_MANAGER, PetSetConfig};
-use crate::context::{Context, controller_of, key_of};
+use crate::context::{Context, controller_of, key_of, new_backoff};
 use crate::error::Error;
 use crate::expectations::Expectations;
-use crate::metrics::Metrics;
 use crate::reconcile::{error_policy, reconcile};
 
 /// Whether a pod belongs in the PetSet controller's cache: controlled by some PetSet.
@@ -88,28 +87,19 @@ impl Wiring {
 /// puts on every pod) that a PetSet controls.
 pub fn pod_feed(client: &Client, namespace: Option<&str>) -> Feed<PodLite> {
     Feed::filtered(
-        scoped::<PodLite>(client, namespace),
+        namespaced_or_all::<PodLite>(client, namespace),
         watcher::Config::default().labels(LABEL_POD_NAME),
         PodLite::trim,
         is_petset_pod,
     )
 }
 
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
-/// Runs the PetSet controller until `shutdown` resolves: watches PetSets and the Pods and
+/// Runs the PetSet controller until `handle` says stop: watches PetSets and the Pods and
 /// ControllerRevisions they own (in `cfg.namespace`, or everywhere), and drives each
-/// PetSet's pods towards its spec. Calls `ready` once its caches are filled.
-/// Registers `pgpool_operator_petset_reconcile_total{result}` and
-/// `pgpool_operator_petset_reconcile_duration_seconds` in `registry`.
+/// PetSet's pods towards its spec. Marks `handle` synced once its caches are filled.
+/// Registers operator-kit's reconcile metrics in `registry` and reports under
+/// `controller="petset"` ([`CONTROLLER`]); a binary that runs other controllers too
+/// registers them once and calls [`run_wired`].
 ///
 /// Reconcile failures are retried with a per-PetSet exponential backoff (1 s doubling up to
 /// 5 min); they never end the controller.
@@ -117,36 +107,28 @@ pub async fn run(
     client: Client,
     cfg: PetSetConfig,
     registry: &Registry,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    ready: impl Fn() + Send + Sync + 'static,
+    handle: ControllerHandle,
 ) -> Result<(), Error> {
+    let metrics = ReconcileMetrics::register(registry)?.controller(CONTROLLER);
     let wiring = Wiring::default();
     let mut pods = pod_feed(&client, cfg.namespace.as_deref());
     pods.subscribe(wiring.pod_subscriber());
     let (store, synced) = (pods.store(), pods.synced());
-    let feed = tokio::spawn(pods.run());
-    let result = run_wired(
-        client, cfg, registry, shutdown, ready, wiring, store, synced,
-    )
-    .await;
-    feed.abort();
-    result
+    let _feed = TaskGuard::spawn(pods.run());
+    run_wired(client, cfg, metrics, handle, wiring, store, synced).await
 }
 
-/// [`run`] with a pod feed set up by the caller (subscribed with
+/// [`run`] with the reconcile metrics and a pod feed set up by the caller (subscribed with
 /// [`Wiring::pod_subscriber`]) and running.
-#[allow(clippy::too_many_arguments)]
 pub async fn run_wired(
     client: Client,
     cfg: PetSetConfig,
-    registry: &Registry,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    ready: impl Fn() + Send + Sync + 'static,
+    metrics: ControllerMetrics,
+    handle: ControllerHandle,
     wiring: Wiring,
     pods: Store<PodLite>,
     pods_synced: Synced,
 ) -> Result<(), Error> {
-    let metrics = Metrics::register(registry)?;
     let ns = cfg.namespace.as_deref();
     let Wiring {
         expectations,
@@ -156,7 +138,7 @@ pub async fn run_wired(
 
     // revisions: the feed records what it saw and triggers the owner
     let mut revisions = Feed::new(
-        scoped::<RevisionLite>(&client, ns),
+        namespaced_or_all::<RevisionLite>(&client, ns),
         watcher::Config::default().labels(LABEL_REVISION_HASH),
         RevisionLite::trim,
     );
@@ -180,7 +162,7 @@ pub async fn run_wired(
     }
     let revisions_synced = revisions.synced();
     let revision_store = revisions.store();
-    let revision_feed = tokio::spawn(revisions.run());
+    let _revision_feed = TaskGuard::spawn(revisions.run());
 
     // PetSets, compact; their events tell the expectations which version the cache holds
     let (petset_store, writer) = reflector::store::<PetSetLite>();
@@ -188,7 +170,7 @@ pub async fn run_wired(
     let petset_events = {
         let expectations = expectations.clone();
         watcher(
-            scoped::<PetSetLite>(&client, ns),
+            namespaced_or_all::<PetSetLite>(&client, ns),
             watcher::Config::default(),
         )
         .default_backoff()
@@ -219,21 +201,14 @@ pub async fn run_wired(
         recorder: EventRecorder::new(client.clone(), FIELD_MANAGER, instance),
         client,
         metrics,
-        failures: Mutex::new(HashMap::new()),
+        backoff: new_backoff(),
         pods,
         revisions: revision_store,
         synced: Synced::all([pods_synced.clone(), revisions_synced.clone()]),
         expectations,
     });
 
-    // `graceful_shutdown_on` wants a Sync future; relay the caller's through a channel.
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let relay = tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(());
-    });
-
-    let ticker = tokio::spawn(operator_kit::cache::resync(
+    let _ticker = TaskGuard::spawn(operator_kit::cache::resync(
         petset_store.clone(),
         tx.clone(),
         cfg.resync,
@@ -241,14 +216,15 @@ pub async fn run_wired(
     let controller = Controller::for_stream(petset_events, petset_store)
         .reconcile_on(triggers)
         .with_config(controller::Config::default().concurrency(cfg.concurrency))
-        .graceful_shutdown_on(stop_rx.map(|_| ()));
+        .graceful_shutdown_on(handle.shutdown_signal());
 
     let all_synced = Synced::all([petsets_synced, pods_synced, revisions_synced]);
-    let readiness = tokio::spawn(async move {
-        if all_synced.wait().await {
+    let _readiness = handle.set_synced_when(async move {
+        let synced = all_synced.wait().await;
+        if synced {
             tracing::debug!("PetSet controller caches synced");
-            ready();
         }
+        synced
     });
 
     tracing::info!(namespace = ?cfg.namespace, concurrency = cfg.concurrency, "PetSet controller started");
@@ -267,9 +243,7 @@ pub async fn run_wired(
                         obj.name
                     );
                     tracing::trace!(petset = %key, "PetSet gone");
-                    if let Ok(mut f) = gone.failures.lock() {
-                        f.remove(&key);
-                    }
+                    gone.backoff.forget(&key);
                     gone.expectations().petset_gone(&key);
                 }
                 Err(e) => tracing::warn!(error = %e, "PetSet controller"),
@@ -278,10 +252,6 @@ pub async fn run_wired(
         })
         .await;
     drop(tx);
-    ticker.abort();
-    relay.abort();
-    readiness.abort();
-    revision_feed.abort();
     tracing::info!("PetSet controller stopped");
     Ok(())
 }

@@ -36,3 +36,16 @@ impl Error {
         move |source| Error::Kube { action, source }
     }
 }
+
+impl operator_kit::reconcile_metrics::ErrorLabel for Error {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube { source, .. } if operator_kit::api::is_conflict(source) => "conflict",
+            Error::Kube { .. } => "kube",
+            Error::Invalid(_) => "invalid",
+            Error::PodNameTaken(_) => "pod_name_taken",
+            Error::Serialize(_) => "serialize",
+            Error::Metrics(_) => "metrics",
+        }
+    }
+}

@@ -30,7 +30,6 @@ mod context;
 mod controller;
 mod error;
 pub mod expectations;
-pub mod metrics;
 pub mod plan;
 pub mod pods;
 mod reconcile;
@@ -39,6 +38,9 @@ pub mod selector;
 
 #[cfg(test)]
 mod plan_tests;
+
+/// The controller's name in `/readyz` and in the reconcile metrics' `controller` label.
+pub const CONTROLLER: &str = "petset";
 
 pub use config::{FIELD_MANAGER, PetSetConfig};
 pub use controller::{Wiring, is_petset_pod, pod_feed, run, run_wired};

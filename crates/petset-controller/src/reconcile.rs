@@ -2,7 +2,7 @@
 //! the API server's PetSet ([`full_step`]); failures become events and a per-PetSet backoff.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::jiff::Timestamp;
@@ -19,21 +19,13 @@ use crate::error::Error;
 use crate::plan::{self, Input, PlanError};
 use crate::selector;
 
-/// First retry delay after a failed reconcile; doubles per consecutive failure.
-const BACKOFF_BASE: Duration = Duration::from_secs(1);
-/// Longest retry delay.
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
-
 /// Reconciles one PetSet, with metrics, and a Warning event when it fails.
 pub(crate) async fn reconcile(ps: Arc<PetSetLite>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
+    let timer = ctx.metrics.start();
     let result = reconcile_petset(&ps, &ctx).await;
-    ctx.metrics
-        .observe(result.is_ok(), started.elapsed().as_secs_f64());
-    if result.is_ok()
-        && let Ok(mut failures) = ctx.failures.lock()
-    {
-        failures.remove(&key_of(&ps.metadata));
+    timer.observe(&result);
+    if result.is_ok() {
+        ctx.backoff.succeeded(&key_of(&ps.metadata));
     }
     if let Err(e) = &result {
         let (reason, message) = match e {
@@ -45,27 +37,13 @@ pub(crate) async fn reconcile(ps: Arc<PetSetLite>, ctx: Arc<Context>) -> Result<
     result
 }
 
-/// Requeues a failed PetSet after its backoff.
+/// Requeues a failed PetSet after its backoff (1 s doubling per failure in a row, at most
+/// 5 min; see [`crate::context::new_backoff`]). The event was published by [`reconcile`].
 pub(crate) fn error_policy(ps: Arc<PetSetLite>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = key_of(&ps.metadata);
-    let failures = ctx
-        .failures
-        .lock()
-        .map(|mut f| {
-            let n = f.entry(key.clone()).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        })
-        .unwrap_or(1);
-    let delay = backoff(failures);
+    let delay = ctx.backoff.failed(key.clone(), None).delay;
     tracing::warn!(petset = %key, error = %error, retry_in = ?delay, "PetSet reconcile failed");
     Action::requeue(delay)
-}
-
-/// Delay before retry number `failures` (1-based): 1 s, 2 s, 4 s, ... at most 5 min.
-fn backoff(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    BACKOFF_BASE.saturating_mul(1u32 << exp).min(BACKOFF_MAX)
 }
 
 /// One step from the caches; when the step creates a pod or a revision, see [`full_step`].
@@ -157,19 +135,4 @@ async fn full_step(lite: &PetSetLite, ctx: &Context) -> Result<Action, Error> {
         }
     };
     act(&ps, lite, plan, ctx).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        assert_eq!(backoff(1), Duration::from_secs(1));
-        assert_eq!(backoff(2), Duration::from_secs(2));
-        assert_eq!(backoff(5), Duration::from_secs(16));
-        assert_eq!(backoff(9), Duration::from_secs(256));
-        assert_eq!(backoff(10), BACKOFF_MAX);
-        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
-    }
 }

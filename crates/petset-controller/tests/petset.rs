@@ -14,6 +14,8 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use kube::{Client, Resource, ResourceExt as _};
+use operator_kit::reconcile_metrics::RECONCILE_TOTAL;
+use operator_kit::{ControllerHandle, Phase, Readiness};
 use petset_controller::{self as petset, PetSetConfig};
 use pgpool_api::PetSet;
 use prometheus::Registry;
@@ -51,6 +53,13 @@ impl Env {
         let controller_client = server.client_as(AGENT);
         let reg = registry.clone();
         let controller = Controller::spawn_ready(TIMEOUT, |stop, ready| async move {
+            let readiness = Readiness::new();
+            readiness.set_phase(Phase::Running);
+            let handle = ControllerHandle::new(&readiness, petset::CONTROLLER, stop);
+            let _signal = tokio::spawn(async move {
+                readiness.wait_until_ready().await;
+                ready.signal();
+            });
             petset::run(
                 controller_client,
                 PetSetConfig {
@@ -59,8 +68,7 @@ impl Env {
                     ..PetSetConfig::default()
                 },
                 &reg,
-                stop.cancelled_owned(),
-                move || ready.signal(),
+                handle,
             )
             .await
         })
@@ -92,9 +100,16 @@ impl Env {
         self.registry
             .gather()
             .iter()
-            .filter(|f| f.name() == petset::metrics::RECONCILE_TOTAL)
+            .filter(|f| f.name() == RECONCILE_TOTAL)
             .flat_map(|f| f.get_metric().iter())
-            .filter(|m| m.get_label().iter().any(|l| l.value() == result))
+            .filter(|m| {
+                let label = |name: &str, value: &str| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.name() == name && l.value() == value)
+                };
+                label("controller", petset::CONTROLLER) && label("result", result)
+            })
             .map(|m| m.get_counter().value())
             .sum()
     }

@@ -9,24 +9,26 @@ pub mod metrics;
 pub mod pgpool;
 pub mod render;
 
-/// The watch caches and the event recorder live in operator-kit; these paths keep the
-/// controllers' `crate::cache` and `crate::events` imports short.
-pub use operator_kit::{cache, events};
-
 use petset_controller as petset;
 
-use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use kube::Client;
-use operator_kit::CancellationToken;
-
-use crate::events::EventRecorder;
+use operator_kit::api::namespaced_or_all;
+use operator_kit::cache::{Feed, PodLite};
+use operator_kit::reconcile_metrics::ReconcileMetrics;
+use operator_kit::{ControllerHandle, EventRecorder, TaskGuard};
 use prometheus::Registry;
 
-use crate::metrics::{ControllerMetrics, PhaseGauge};
+use crate::metrics::PhaseGauge;
+
+/// The Pgpool controller's name in `/readyz` and in the reconcile metrics' `controller`
+/// label.
+pub const PGPOOL_CONTROLLER: &str = pgpool::reconcile::CONTROLLER_LABEL;
+
+/// The PetSet controller's name in `/readyz` and in the reconcile metrics' `controller`
+/// label.
+pub const PETSET_CONTROLLER: &str = petset::CONTROLLER;
 
 /// Reporting controller name of the provisioner's events.
 pub const REPORTER: &str = "pgpool-provisioner";
@@ -38,8 +40,6 @@ pub struct ProvisionerConfig {
     pub namespace: Option<String>,
     /// Objects reconciled at the same time, per controller.
     pub concurrency: u16,
-    /// Also run the PetSet controller (PetSet -> Pods).
-    pub petset_controller: bool,
     /// Requeue interval of a Pgpool that reconciled fine (a safety net: changes are watched).
     pub resync: Duration,
     /// Event reporting instance (the pod name).
@@ -53,7 +53,6 @@ impl Default for ProvisionerConfig {
         Self {
             namespace: None,
             concurrency: 4,
-            petset_controller: true,
             resync: Duration::from_secs(300),
             instance: std::env::var("POD_NAME")
                 .or_else(|_| std::env::var("HOSTNAME"))
@@ -74,27 +73,51 @@ pub enum Error {
     PetSet(#[source] petset::Error),
 }
 
-/// Runs the provisioner's controllers until `shutdown` resolves: the Pgpool controller, and
-/// the PetSet controller when `config.petset_controller` is set. Calls `ready` once the caches
-/// are filled. Metrics go into `registry` (register once per registry).
+/// The handles of the provisioner's controllers: the Pgpool controller's, and the PetSet
+/// controller's when it runs (`None`: another PetSet controller is installed). Each is
+/// registered in `/readyz` under its own name ([`PGPOOL_CONTROLLER`], [`PETSET_CONTROLLER`])
+/// and marked synced when its own caches are filled.
+#[derive(Debug, Clone)]
+pub struct Controllers {
+    /// The Pgpool controller.
+    pub pgpool: ControllerHandle,
+    /// The PetSet controller, when it runs.
+    pub petset: Option<ControllerHandle>,
+}
+
+impl Controllers {
+    /// Handles registered in `readiness` that stop with `shutdown`: the Pgpool controller's,
+    /// and the PetSet controller's when `petset_controller` is set.
+    pub fn new(
+        readiness: &operator_kit::Readiness,
+        shutdown: &operator_kit::CancellationToken,
+        petset_controller: bool,
+    ) -> Self {
+        Self {
+            pgpool: ControllerHandle::new(readiness, PGPOOL_CONTROLLER, shutdown.clone()),
+            petset: petset_controller
+                .then(|| ControllerHandle::new(readiness, PETSET_CONTROLLER, shutdown.clone())),
+        }
+    }
+}
+
+/// Runs the provisioner's controllers until their handles say stop: the Pgpool controller,
+/// and the PetSet controller when `controllers.petset` is set. Each controller marks its
+/// handle synced once its caches are filled. The reconcile metrics (operator-kit's, under
+/// `controller="pgpool"` and `controller="petset"`) and the phase gauge go into `registry`
+/// (register once per registry).
 pub async fn run(
     client: Client,
     config: ProvisionerConfig,
     registry: &Registry,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    ready: impl Fn() + Send + Sync + 'static,
+    controllers: Controllers,
 ) -> Result<(), Error> {
-    let metrics = ControllerMetrics::register(registry)?;
+    let reconciles = ReconcileMetrics::register(registry)?;
     let phases = PhaseGauge::register(registry)?;
-
-    let token = CancellationToken::new();
-    let watcher_task = {
-        let token = token.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            token.cancel();
-        })
-    };
+    let Controllers {
+        pgpool: pgpool_handle,
+        petset: petset_handle,
+    } = controllers;
 
     let recorder = EventRecorder::new(client.clone(), REPORTER, config.instance.clone());
     let settings = pgpool::ControllerSettings {
@@ -108,43 +131,26 @@ pub async fn run(
     // Pgpools' pods), or the Pgpools' pods alone when another PetSet controller runs.
     let ns = config.namespace.as_deref();
     let wiring = petset::Wiring::default();
-    let mut pods = if config.petset_controller {
+    let mut pods = if petset_handle.is_some() {
         let mut feed = petset::pod_feed(&client, ns);
         feed.subscribe(wiring.pod_subscriber());
         feed
     } else {
-        let api = match ns {
-            Some(ns) => kube::Api::namespaced(client.clone(), ns),
-            None => kube::Api::all(client.clone()),
-        };
-        cache::Feed::new(
-            api,
+        Feed::new(
+            namespaced_or_all(&client, ns),
             kube::runtime::watcher::Config::default().labels(&pgpool::managed_selector()),
-            cache::PodLite::trim,
+            PodLite::trim,
         )
     };
     let (pod_tx, pod_rx) = futures::channel::mpsc::unbounded();
     pods.subscribe(pgpool::pod_subscriber(pod_tx));
     let (pod_store, pods_synced) = (pods.store(), pods.synced());
-    let pod_feed = tokio::spawn(pods.run());
+    let _pod_feed = TaskGuard::spawn(pods.run());
 
-    // `ready` once every controller has filled its caches
-    let parts = if config.petset_controller { 2 } else { 1 };
-    let synced = Arc::new(AtomicUsize::new(0));
-    let ready = Arc::new(ready);
-    let part_ready = move || {
-        let n = synced.fetch_add(1, Ordering::SeqCst) + 1;
-        tracing::debug!(n, parts, "controller caches synced");
-        if n == parts {
-            ready();
-        }
-    };
-
-    let pgpool_ready = part_ready.clone();
     let pgpools = pgpool::run_controller(
         client.clone(),
         recorder,
-        metrics,
+        reconciles.controller(PGPOOL_CONTROLLER),
         phases,
         settings,
         pgpool::PodInput {
@@ -152,43 +158,36 @@ pub async fn run(
             synced: pods_synced.clone(),
             triggers: pod_rx,
         },
-        token.clone(),
-        pgpool_ready,
+        pgpool_handle.clone(),
     );
-    let result = if config.petset_controller {
-        let petset_config = petset::PetSetConfig {
-            namespace: config.namespace.clone(),
-            concurrency: config.concurrency,
-            resync: config.resync,
-        };
-        let stop = token.clone();
-        let failed = token.clone();
-        let petsets = async move {
-            let result = petset::run_wired(
-                client,
-                petset_config,
-                registry,
-                async move { stop.cancelled().await },
-                part_ready,
-                wiring,
-                pod_store,
-                pods_synced,
-            )
-            .await;
-            if result.is_err() {
-                // one controller failing stops the other, so that `run` reports it at once
-                failed.cancel();
-            }
-            result
-        };
-        let ((), petsets) = tokio::join!(pgpools, petsets);
-        petsets.map_err(Error::PetSet)
-    } else {
+    let Some(petset_handle) = petset_handle else {
         tracing::info!("the PetSet controller is off");
         pgpools.await;
-        Ok(())
+        return Ok(());
     };
-    pod_feed.abort();
-    watcher_task.abort();
-    result
+    let petset_config = petset::PetSetConfig {
+        namespace: config.namespace.clone(),
+        concurrency: config.concurrency,
+        resync: config.resync,
+    };
+    let petsets = async move {
+        let result = petset::run_wired(
+            client,
+            petset_config,
+            reconciles.controller(PETSET_CONTROLLER),
+            petset_handle.clone(),
+            wiring,
+            pod_store,
+            pods_synced,
+        )
+        .await;
+        if result.is_err() {
+            // one controller failing stops the other, so that `run` reports it at once
+            petset_handle.token().cancel();
+            pgpool_handle.token().cancel();
+        }
+        result
+    };
+    let ((), petsets) = tokio::join!(pgpools, petsets);
+    petsets.map_err(Error::PetSet)
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use operator_kit::{CommonArgs, OperatorInfo, RunContext};
+use pgpool_provisioner::{Controllers, PETSET_CONTROLLER, PGPOOL_CONTROLLER, ProvisionerConfig};
 
 const INFO: OperatorInfo = OperatorInfo {
     name: "pgpool-provisioner",
@@ -84,20 +85,9 @@ enum RenderOutput {
 }
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
-    match runtime() {
-        Ok(rt) => rt.block_on(run()),
-        Err(e) => {
-            eprintln!("pgpool-provisioner: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run() -> ExitCode {
     let cli: Cli = operator_kit::parse_args(&INFO);
     if let Some(Command::Render(args)) = cli.command {
-        return render(args).await;
+        return operator_kit::bootstrap::block_on(&INFO, || render(args));
     }
     let petset_controller = cli.petset_controller;
     let resync = std::time::Duration::from_secs(cli.resync_seconds);
@@ -114,7 +104,7 @@ async fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = operator_kit::run(INFO, cli.common, move |ctx: RunContext| async move {
+    operator_kit::bootstrap::main(INFO, cli.common, move |ctx: RunContext| async move {
         if !petset_controller {
             tracing::info!("PetSet controller is off (--petset-controller=false)");
         }
@@ -125,28 +115,20 @@ async fn run() -> ExitCode {
                 ctx.shutdown.clone(),
             ));
         }
-        let readiness = ctx.readiness.controller("pgpool");
-        let config = pgpool_provisioner::ProvisionerConfig {
+        let controllers = Controllers {
+            pgpool: ctx.controller(PGPOOL_CONTROLLER),
+            petset: petset_controller.then(|| ctx.controller(PETSET_CONTROLLER)),
+        };
+        let config = ProvisionerConfig {
             namespace: ctx.watch_namespace.clone(),
             concurrency: ctx.concurrency,
-            petset_controller,
             instance: ctx.identity.clone(),
             resync,
             ..Default::default()
         };
-        let shutdown = ctx.shutdown.clone();
-        pgpool_provisioner::run(
-            ctx.client.clone(),
-            config,
-            &ctx.registry,
-            async move { shutdown.cancelled().await },
-            move || readiness.set_synced(),
-        )
-        .await?;
+        pgpool_provisioner::run(ctx.client.clone(), config, &ctx.registry, controllers).await?;
         Ok(())
     })
-    .await;
-    operator_kit::report(&INFO, result)
 }
 
 /// `pgpool-provisioner render`: prints to stdout; on failure one line on stderr.
@@ -195,34 +177,4 @@ async fn render(args: RenderArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// One malloc arena for all threads (glibc): the operator allocates little per thread, and
-/// every extra arena keeps its own free memory (about a megabyte of resident memory here).
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        /// glibc's `M_ARENA_MAX` parameter of `mallopt`.
-        const M_ARENA_MAX: std::os::raw::c_int = -8;
-        unsafe extern "C" {
-            fn mallopt(
-                param: std::os::raw::c_int,
-                value: std::os::raw::c_int,
-            ) -> std::os::raw::c_int;
-        }
-        // SAFETY: mallopt only sets an allocator tunable; it is called before any other
-        // thread exists.
-        unsafe {
-            mallopt(M_ARENA_MAX, 1);
-        }
-    }
-}
-
-/// A multi-threaded runtime with two workers whatever the node's core count: the work is
-/// I/O-bound, and every worker thread costs memory (stack, allocator state).
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
 }

@@ -1,18 +1,14 @@
-//! Prometheus metrics of the provisioner's controllers (prefix `pgpool_operator_`).
+//! Prometheus metrics of the provisioner beyond the reconcile metrics (those are
+//! operator-kit's [`operator_kit::reconcile_metrics`], registered once in [`crate::run`]),
+//! prefix `pgpool_operator_`.
 //!
-//! Labels are bounded: controller names, results and phases, never object names.
+//! Labels are bounded: phases, never object names.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use pgpool_api::PgpoolPhase;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
-
-/// Result label of a successful reconcile.
-pub const RESULT_SUCCESS: &str = "success";
-/// Result label of a failed reconcile.
-pub const RESULT_ERROR: &str = "error";
+use prometheus::{IntGaugeVec, Opts, Registry};
 
 /// Registers a collector; a registry that holds it already (the provisioner started twice in
 /// one process) keeps the first one, and this one counts without being exported.
@@ -27,63 +23,6 @@ fn register(
             Ok(())
         }
         Err(e) => Err(e),
-    }
-}
-
-/// Reconcile counters and durations shared by every controller of the binary; each controller
-/// reports under its own `controller` label (`pgpool`, `petset`).
-#[derive(Clone)]
-pub struct ControllerMetrics {
-    /// `pgpool_operator_reconcile_total{controller,result}`.
-    pub reconcile_total: IntCounterVec,
-    /// `pgpool_operator_reconcile_duration_seconds{controller}`.
-    pub reconcile_duration: HistogramVec,
-}
-
-impl ControllerMetrics {
-    /// Creates the collectors and registers them in `registry` (see [`register`]).
-    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let reconcile_total = IntCounterVec::new(
-            Opts::new(
-                "pgpool_operator_reconcile_total",
-                "Reconciles by controller and result.",
-            ),
-            &["controller", "result"],
-        )?;
-        let reconcile_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "pgpool_operator_reconcile_duration_seconds",
-                "Duration of reconciles by controller.",
-            )
-            .buckets(vec![
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
-            &["controller"],
-        )?;
-        register(registry, Box::new(reconcile_total.clone()))?;
-        register(registry, Box::new(reconcile_duration.clone()))?;
-        for result in [RESULT_SUCCESS, RESULT_ERROR] {
-            reconcile_total.with_label_values(&["pgpool", result]);
-        }
-        Ok(Self {
-            reconcile_total,
-            reconcile_duration,
-        })
-    }
-
-    /// Records one reconcile of `controller`.
-    pub fn observe(&self, controller: &str, success: bool, duration: Duration) {
-        let result = if success {
-            RESULT_SUCCESS
-        } else {
-            RESULT_ERROR
-        };
-        self.reconcile_total
-            .with_label_values(&[controller, result])
-            .inc();
-        self.reconcile_duration
-            .with_label_values(&[controller])
-            .observe(duration.as_secs_f64());
     }
 }
 
@@ -182,24 +121,5 @@ mod tests {
             value(&registry, "pgpool_operator_pgpools", ("phase", "Ready")),
             Some(0.0)
         );
-    }
-
-    #[test]
-    fn reconciles_are_counted() {
-        let registry = Registry::new();
-        let m = ControllerMetrics::register(&registry).unwrap();
-        m.observe("pgpool", true, Duration::from_millis(3));
-        m.observe("pgpool", false, Duration::from_millis(3));
-        m.observe("pgpool", false, Duration::from_millis(3));
-        assert_eq!(
-            value(
-                &registry,
-                "pgpool_operator_reconcile_total",
-                ("result", "error")
-            ),
-            Some(2.0)
-        );
-        // a second registration (restart in one process) is tolerated
-        assert!(ControllerMetrics::register(&registry).is_ok());
     }
 }

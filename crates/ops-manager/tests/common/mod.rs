@@ -133,14 +133,14 @@ impl Provisioner {
         };
         let ctl = Controller::spawn_ready(Duration::from_secs(10), |stop, ready| async move {
             let registry = Registry::new();
-            let res = pgpool_provisioner::run(
-                client,
-                config,
-                &registry,
-                stop.cancelled_owned(),
-                move || ready.signal(),
-            )
-            .await;
+            let readiness = Readiness::new();
+            readiness.set_phase(Phase::Running);
+            let controllers = pgpool_provisioner::Controllers::new(&readiness, &stop, true);
+            let _signal = tokio::spawn(async move {
+                readiness.wait_until_ready().await;
+                ready.signal();
+            });
+            let res = pgpool_provisioner::run(client, config, &registry, controllers).await;
             if let Err(e) = res {
                 panic!("provisioner: {e}");
             }

@@ -2,6 +2,7 @@
 //! deletion of those no longer wanted. Writes are skipped when the observed object already
 //! holds everything desired (see [`super::diff`]).
 
+use operator_kit::api::is_not_found;
 use std::fmt::Debug;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -76,7 +77,7 @@ where
     }
     match api.delete(&o.name_any(), &DeleteParams::background()).await {
         Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Err(e) if is_not_found(&e) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }

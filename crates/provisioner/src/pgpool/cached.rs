@@ -6,12 +6,11 @@
 //! bytes. A reconcile turns the cached copy back into a [`Pgpool`] ([`CachedPgpool::to_pgpool`]).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::ResourceExt as _;
 use pgpool_api::{Pgpool, PgpoolStatus};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
-use crate::cache::{resource_as, trim_meta};
+use operator_kit::cache::{resource_as, trim_meta};
 
 /// The names a Pgpool points at, for the watch mappers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -45,24 +44,9 @@ impl CachedPgpool {
     /// The cached form of `pgpool`.
     pub fn new(mut pgpool: Pgpool) -> Result<Self, serde_json::Error> {
         trim_meta(&mut pgpool.metadata);
-        let ns = pgpool.namespace().unwrap_or_default();
-        let mut appbindings = vec![(
-            pgpool.appbinding_namespace(),
-            pgpool.spec.postgres_ref.name.clone(),
-        )];
-        for b in pgpool
-            .spec
-            .configuration
-            .iter()
-            .flat_map(|c| c.backends.iter())
-        {
-            if let Some(group) = &b.group {
-                appbindings.push((ns.clone(), group.clone()));
-            }
-        }
         let refs = Refs {
             version: pgpool.spec.version.clone(),
-            appbindings,
+            appbindings: pgpool.appbindings(),
             auth_secret: pgpool.auth_secret_name(),
             config_secret: pgpool.spec.user_config_secret_name(),
         };

@@ -3,6 +3,8 @@
 
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use operator_kit::api::is_not_found;
+use operator_kit::finalizers;
 use pgpool_api::pgpool::DeletionPolicy;
 use pgpool_api::{Pgpool, names};
 use serde_json::json;
@@ -14,36 +16,13 @@ use super::dereference::{self, Children};
 use super::error::ReconcileError;
 use super::validate::is_ours;
 
-/// Whether the provisioner's finalizer is on `p`.
-pub fn has_finalizer(p: &Pgpool) -> bool {
-    p.finalizers().iter().any(|f| f == names::FINALIZER)
-}
-
-/// Sets the finalizers of `p`, with its cached resourceVersion.
-async fn set_finalizers(
-    api: &Api<Pgpool>,
-    p: &Pgpool,
-    finalizers: Vec<String>,
-) -> Result<(), ReconcileError> {
-    let patch = json!({"metadata": {
-        "finalizers": finalizers,
-        "resourceVersion": p.resource_version(),
-    }});
-    api.patch(
-        &p.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map_err(ReconcileError::from_write)?;
-    Ok(())
-}
-
-/// Adds the provisioner's finalizer to `p`.
+/// Adds the provisioner's finalizer to `p`, with its cached resourceVersion (a 409 when a
+/// newer version exists: [`ReconcileError::Conflict`]).
 pub async fn add_finalizer(api: &Api<Pgpool>, p: &Pgpool) -> Result<(), ReconcileError> {
-    let mut finalizers = p.finalizers().to_vec();
-    finalizers.push(names::FINALIZER.to_string());
-    set_finalizers(api, p, finalizers).await
+    finalizers::add(api, p, names::FINALIZER)
+        .await
+        .map_err(ReconcileError::from_write)?;
+    Ok(())
 }
 
 /// The deletion of `pgpool` (which carries the finalizer): nothing with `DoNotTerminate`
@@ -68,13 +47,9 @@ pub async fn finalize(
         return Ok(());
     }
     cleanup(ctx, pgpool, policy == DeletionPolicy::WipeOut).await?;
-    let rest: Vec<String> = pgpool
-        .finalizers()
-        .iter()
-        .filter(|f| *f != names::FINALIZER)
-        .cloned()
-        .collect();
-    set_finalizers(api, pgpool, rest).await?;
+    finalizers::remove(api, pgpool, names::FINALIZER)
+        .await
+        .map_err(ReconcileError::from_write)?;
     ctx.forget(&uid);
     info!(pgpool = %pgpool.name_any(), namespace = %pgpool.namespace().unwrap_or_default(), ?policy, "Pgpool deleted");
     Ok(())
@@ -132,7 +107,7 @@ async fn cleanup(ctx: &Context, pgpool: &Pgpool, wipe_out: bool) -> Result<(), R
                 .await
             {
                 Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(e.into()),
             }
         }

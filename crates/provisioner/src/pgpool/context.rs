@@ -1,12 +1,16 @@
 //! The shared state of the Pgpool controller: its watch caches, its clients and what it
 //! remembers between reconciles.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
+use operator_kit::EventRecorder;
+use operator_kit::backoff::{ErrorBackoff, EventPolicy};
+use operator_kit::cache::{PodLite, Synced};
+use operator_kit::reconcile_metrics::ControllerMetrics;
 use pgpool_api::{AppBinding, PgpoolVersion};
 
 use super::cached::CachedPgpool;
@@ -14,9 +18,7 @@ use super::dereference::{SecretCache, ServiceMonitorDiscovery, Sources};
 use super::index::MetaIndex;
 use super::memo::Memos;
 use super::status::write::StatusWrites;
-use crate::cache::{PodLite, Synced};
-use crate::events::EventRecorder;
-use crate::metrics::{ControllerMetrics, PhaseGauge};
+use crate::metrics::PhaseGauge;
 
 /// Longest wait between retries of a failing Pgpool.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -49,25 +51,26 @@ pub struct Context {
     pub client: Client,
     /// Events as `pgpool-provisioner`.
     pub recorder: EventRecorder,
-    /// Reconcile counters and durations.
+    /// Reconcile counters and durations (`controller="pgpool"`).
     pub metrics: ControllerMetrics,
     /// Pgpools by phase.
     pub phases: PhaseGauge,
     /// Resync interval (every Pgpool is looked at once per interval; see
-    /// [`crate::cache::resync`]).
+    /// [`operator_kit::cache::resync`]).
     pub resync: Duration,
-    /// First retry delay after an error; doubles per failure up to [`MAX_BACKOFF`].
-    pub error_backoff: Duration,
     /// The watch caches.
     pub caches: Caches,
-    failures: Mutex<HashMap<ObjectRef<CachedPgpool>, u32>>,
+    /// Failures in a row per Pgpool: the retry delay (the first one `error_backoff`,
+    /// doubling up to [`MAX_BACKOFF`]) and the Warning event on the first failure of a run.
+    pub(super) backoff: ErrorBackoff<ObjectRef<CachedPgpool>>,
     warned_do_not_terminate: Mutex<HashSet<String>>,
     /// Status writes the Pgpool cache may not show yet.
     pub(super) status_writes: StatusWrites,
 }
 
 impl Context {
-    /// A context.
+    /// A context; failed reconciles are retried after `error_backoff`, doubling per failure
+    /// in a row up to [`MAX_BACKOFF`].
     pub fn new(
         client: Client,
         recorder: EventRecorder,
@@ -83,17 +86,12 @@ impl Context {
             metrics,
             phases,
             resync,
-            error_backoff,
             caches,
-            failures: Mutex::default(),
+            backoff: ErrorBackoff::new(error_backoff, MAX_BACKOFF)
+                .with_event_policy(EventPolicy::First),
             warned_do_not_terminate: Mutex::default(),
             status_writes: StatusWrites::default(),
         }
-    }
-
-    /// Failures in a row per Pgpool.
-    pub(super) fn failures(&self) -> MutexGuard<'_, HashMap<ObjectRef<CachedPgpool>, u32>> {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// True the first time it is asked for the Pgpool with `uid` (until [`Self::forget`]):
@@ -127,10 +125,4 @@ impl Context {
             namespace: self.caches.namespace.as_deref(),
         }
     }
-}
-
-/// The delay before retry number `failures` (1-based).
-pub fn backoff_delay(base: Duration, failures: u32) -> Duration {
-    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(20));
-    base.saturating_mul(factor).min(MAX_BACKOFF)
 }

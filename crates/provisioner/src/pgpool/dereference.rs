@@ -4,6 +4,7 @@
 //! the Secrets' contents come from the API server when the metadata index says they exist
 //! (and, for Secrets the Pgpool does not own, changed).
 
+use operator_kit::api::{is_forbidden, is_not_found};
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash as _, Hasher as _};
@@ -203,7 +204,7 @@ impl ServiceMonitorDiscovery {
 pub async fn service_monitor_api(client: &Client) -> kube::Result<Option<ApiResource>> {
     match kube::discovery::pinned_kind(client, &service_monitor_gvk()).await {
         Ok((resource, _)) => Ok(Some(resource)),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+        Err(e) if is_not_found(&e) => Ok(None),
         Err(kube::Error::Discovery(_)) => Ok(None),
         Err(e) => Err(e),
     }
@@ -223,7 +224,7 @@ pub async fn read_service_monitor(
     let sms: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
     match sms.get_opt(&pgpool.stats_service_name()).await {
         Ok(sm) => Ok((Some(ar), false, sm)),
-        Err(kube::Error::Api(e)) if e.code == 403 => Ok((None, true, None)),
+        Err(e) if is_forbidden(&e) => Ok((None, true, None)),
         Err(e) => Err(e),
     }
 }
@@ -498,19 +499,8 @@ pub fn dependencies(src: &Sources<'_>, pgpool: &Pgpool) -> u64 {
             standby.hash(&mut h);
         }
     };
-    appbinding(
-        &pgpool.appbinding_namespace(),
-        &pgpool.spec.postgres_ref.name,
-    );
-    for b in pgpool
-        .spec
-        .configuration
-        .iter()
-        .flat_map(|c| c.backends.iter())
-    {
-        if let Some(group) = &b.group {
-            appbinding(&ns, group);
-        }
+    for (ab_ns, name) in pgpool.appbindings() {
+        appbinding(&ab_ns, &name);
     }
     if let Some(name) = pgpool.spec.user_config_secret_name() {
         src.index

@@ -20,8 +20,18 @@ impl ReconcileError {
     /// A failed write: a 409 means a newer version exists ([`Self::Conflict`]).
     pub(super) fn from_write(e: kube::Error) -> Self {
         match e {
-            kube::Error::Api(s) if s.code == 409 => ReconcileError::Conflict,
+            e if operator_kit::api::is_conflict(&e) => ReconcileError::Conflict,
             e => ReconcileError::Kube(e),
+        }
+    }
+}
+
+impl operator_kit::reconcile_metrics::ErrorLabel for ReconcileError {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            ReconcileError::Kube(_) => "kube",
+            ReconcileError::Serialize(_) => "serialize",
+            ReconcileError::Conflict => "conflict",
         }
     }
 }

@@ -20,7 +20,7 @@ use pgpool_api::PetSet;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::cache::{Synced, resource_as};
+use operator_kit::cache::{Synced, resource_as};
 
 /// The kinds the index holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

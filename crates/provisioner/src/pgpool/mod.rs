@@ -31,8 +31,8 @@ pub mod validate;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use futures::channel::mpsc;
-use futures::{FutureExt as _, StreamExt};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
@@ -41,7 +41,10 @@ use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use operator_kit::CancellationToken;
+use operator_kit::api::namespaced_or_all;
+use operator_kit::cache::{Feed, PodLite, Synced, trim_meta};
+use operator_kit::reconcile_metrics::ControllerMetrics;
+use operator_kit::{ControllerHandle, EventRecorder, TaskGuard};
 use pgpool_api::{AppBinding, PgpoolVersion, names};
 use tracing::{debug, warn};
 
@@ -50,9 +53,7 @@ pub use cached::CachedPgpool;
 pub use context::{Caches, Context};
 pub use error::ReconcileError;
 
-use crate::cache::{Feed, PodLite, Synced, trim_meta};
-use crate::events::EventRecorder;
-use crate::metrics::{ControllerMetrics, PhaseGauge};
+use crate::metrics::PhaseGauge;
 use dereference::{SecretCache, ServiceMonitorDiscovery};
 use index::{Change, KindIndex, MetaIndex, PetSetReplicas};
 use memo::Memos;
@@ -60,16 +61,6 @@ use memo::Memos;
 /// Label selector of the objects the provisioner labels (children and pods).
 pub fn managed_selector() -> String {
     format!("{}={}", names::LABEL_NAME, names::LABEL_NAME_VALUE)
-}
-
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// Pgpools named in `meta`'s owner references.
@@ -209,9 +200,8 @@ pub struct ControllerSettings {
     pub error_backoff: Duration,
 }
 
-/// Runs the Pgpool controller until `shutdown` is cancelled. Calls `ready` once its caches
-/// are filled.
-#[allow(clippy::too_many_arguments)]
+/// Runs the Pgpool controller until `handle` says stop. Marks `handle` synced once its
+/// caches are filled.
 pub async fn run_controller(
     client: Client,
     recorder: EventRecorder,
@@ -219,26 +209,28 @@ pub async fn run_controller(
     phases: PhaseGauge,
     settings: ControllerSettings,
     pods: PodInput,
-    shutdown: CancellationToken,
-    ready: impl FnOnce() + Send + 'static,
+    handle: ControllerHandle,
 ) {
     let ns = settings.namespace.as_deref();
     let managed = watcher::Config::default().labels(&managed_selector());
     let (tx, triggers) = mpsc::unbounded::<ObjectRef<CachedPgpool>>();
-    let mut tasks = Vec::new();
+    let mut tasks: Vec<TaskGuard> = Vec::new();
 
     // Pgpools: the controller's own store
     let (pgpools, writer) = reflector::store::<CachedPgpool>();
     let (pgpools_synced_tx, pgpools_synced) = index::sync_pair();
-    let pgpool_events = watcher(api::<CachedPgpool>(&client, ns), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .inspect(move |event| {
-            if matches!(event, Ok(watcher::Event::InitDone)) {
-                pgpools_synced_tx.send_replace(true);
-            }
-        })
-        .applied_objects();
+    let pgpool_events = watcher(
+        namespaced_or_all::<CachedPgpool>(&client, ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .inspect(move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone)) {
+            pgpools_synced_tx.send_replace(true);
+        }
+    })
+    .applied_objects();
 
     // catalog entries and AppBindings, in full
     let mut versions = Feed::new(
@@ -256,7 +248,7 @@ pub async fn run_controller(
         });
     }
     let mut appbindings = Feed::new(
-        api::<AppBinding>(&client, ns),
+        namespaced_or_all::<AppBinding>(&client, ns),
         watcher::Config::default(),
         |ab: &mut AppBinding| trim_meta(&mut ab.metadata),
     );
@@ -330,7 +322,7 @@ pub async fn run_controller(
             synced_parts.push(synced);
             let (index, notifier) = (index.clone(), notifier.clone());
             let events = $events;
-            tasks.push(tokio::spawn(async move {
+            tasks.push(TaskGuard::spawn(async move {
                 let target: &KindIndex = &index.$field;
                 index::run_feed(events, target, $parts, sync_tx, |c| notifier($kind, c)).await;
             }));
@@ -340,7 +332,7 @@ pub async fn run_controller(
         index::Kind::Secret,
         secrets,
         watcher(
-            api::<PartialObjectMeta<Secret>>(&client, ns),
+            namespaced_or_all::<PartialObjectMeta<Secret>>(&client, ns),
             watcher::Config::default()
         )
         .default_backoff(),
@@ -350,7 +342,7 @@ pub async fn run_controller(
         index::Kind::Service,
         services,
         watcher(
-            api::<PartialObjectMeta<Service>>(&client, ns),
+            namespaced_or_all::<PartialObjectMeta<Service>>(&client, ns),
             watcher::Config::default()
         )
         .default_backoff(),
@@ -359,14 +351,18 @@ pub async fn run_controller(
     index_feed!(
         index::Kind::PetSet,
         petsets,
-        watcher(api::<PetSetReplicas>(&client, ns), managed.clone()).default_backoff(),
+        watcher(
+            namespaced_or_all::<PetSetReplicas>(&client, ns),
+            managed.clone()
+        )
+        .default_backoff(),
         |p: &PetSetReplicas| (&p.metadata, p.record())
     );
     index_feed!(
         index::Kind::Pdb,
         pdbs,
         watcher(
-            api::<PartialObjectMeta<PodDisruptionBudget>>(&client, ns),
+            namespaced_or_all::<PartialObjectMeta<PodDisruptionBudget>>(&client, ns),
             managed.clone()
         )
         .default_backoff(),
@@ -384,16 +380,17 @@ pub async fn run_controller(
         synced: Synced::all(synced_parts.iter().cloned()),
         namespace: settings.namespace.clone(),
     };
-    tasks.push(tokio::spawn(versions.run()));
-    tasks.push(tokio::spawn(appbindings.run()));
+    tasks.push(TaskGuard::spawn(versions.run()));
+    tasks.push(TaskGuard::spawn(appbindings.run()));
 
     let all_synced = Synced::all(synced_parts.into_iter().chain([pgpools_synced]));
-    tasks.push(tokio::spawn(async move {
-        if all_synced.wait().await {
+    let _readiness = handle.set_synced_when(async move {
+        let synced = all_synced.wait().await;
+        if synced {
             debug!("Pgpool controller caches filled");
-            ready();
         }
-    }));
+        synced
+    });
 
     let ctx = Arc::new(Context::new(
         client,
@@ -405,7 +402,7 @@ pub async fn run_controller(
         caches,
     ));
     // the resync: every Pgpool once per period
-    tasks.push(tokio::spawn(crate::cache::resync(
+    tasks.push(TaskGuard::spawn(operator_kit::cache::resync(
         pgpools.clone(),
         tx.clone(),
         settings.resync,
@@ -414,7 +411,7 @@ pub async fn run_controller(
     Controller::for_stream(pgpool_events, pgpools)
         .reconcile_on(futures::stream::select(triggers, pods.triggers))
         .with_config(controller::Config::default().concurrency(settings.concurrency))
-        .graceful_shutdown_on(shutdown.cancelled_owned().map(|_| ()))
+        .graceful_shutdown_on(handle.shutdown_signal())
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| {
             match result {
@@ -434,7 +431,5 @@ pub async fn run_controller(
         })
         .await;
     drop(tx);
-    for t in tasks {
-        t.abort();
-    }
+    drop(tasks);
 }

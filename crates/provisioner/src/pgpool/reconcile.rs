@@ -4,20 +4,20 @@
 //! last.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use pgpool_api::Pgpool;
+use operator_kit::finalizers;
+use pgpool_api::{Pgpool, names};
 use tracing::{debug, warn};
 
 use super::apply::apply;
 use super::build::build;
 use super::cached::CachedPgpool;
-use super::cleanup::{self, has_finalizer};
-use super::context::{Context, backoff_delay};
+use super::cleanup;
+use super::context::Context;
 use super::dereference;
 use super::error::ReconcileError;
 use super::fast_path::{FastPath, observed_fingerprints};
@@ -33,15 +33,14 @@ pub async fn reconcile(
     obj: Arc<CachedPgpool>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    let started = Instant::now();
+    let timer = ctx.metrics.start();
     let result = match obj.to_pgpool() {
         Ok(pgpool) => reconcile_inner(&pgpool, &ctx).await,
         Err(e) => Err(e.into()),
     };
-    ctx.metrics
-        .observe(CONTROLLER_LABEL, result.is_ok(), started.elapsed());
+    timer.observe(&result);
     if result.is_ok() {
-        ctx.failures().remove(&ObjectRef::from_obj(&*obj));
+        ctx.backoff.succeeded(&ObjectRef::from_obj(&*obj));
     }
     result
 }
@@ -49,14 +48,14 @@ pub async fn reconcile(
 /// Retry with exponential backoff per Pgpool; a Warning event on the first failure in a row.
 pub fn error_policy(obj: Arc<CachedPgpool>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
     let key = ObjectRef::from_obj(&*obj);
-    let failures = {
-        let mut map = ctx.failures();
-        let n = map.entry(key).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    };
-    let delay = backoff_delay(ctx.error_backoff, failures);
-    if matches!(err, ReconcileError::Conflict) {
+    let message = format!("reconcile failed, retrying: {err}");
+    // a 409 resolves itself with the next watch event: counted, never an event
+    let conflict = matches!(err, ReconcileError::Conflict);
+    let failure = ctx
+        .backoff
+        .failed(key, (!conflict).then_some(message.as_str()));
+    let (failures, delay) = (failure.attempt, failure.delay);
+    if conflict {
         debug!(pgpool = %obj.name_any(), failures, "{err}");
     } else {
         warn!(
@@ -67,9 +66,8 @@ pub fn error_policy(obj: Arc<CachedPgpool>, err: &ReconcileError, ctx: Arc<Conte
             "reconcile failed: {err}"
         );
     }
-    if failures == 1 && !matches!(err, ReconcileError::Conflict) {
+    if failure.emit_event {
         let ctx = ctx.clone();
-        let message = format!("reconcile failed, retrying: {err}");
         tokio::spawn(async move {
             ctx.recorder
                 .warning(&*obj, "ReconcileFailed", &message)
@@ -94,7 +92,7 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
 
     if pgpool.meta().deletion_timestamp.is_some() {
         ctx.caches.memos.forget(&key);
-        if !has_finalizer(pgpool) {
+        if !finalizers::has(pgpool, names::FINALIZER) {
             return Ok(Action::await_change());
         }
         if paused {
@@ -108,7 +106,7 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
         report_paused(ctx, &api, pgpool).await?;
         return Ok(Action::await_change());
     }
-    if !has_finalizer(pgpool) {
+    if !finalizers::has(pgpool, names::FINALIZER) {
         cleanup::add_finalizer(&api, pgpool).await?;
         // the patch changed the Pgpool: its event brings the next reconcile
         return Ok(Action::await_change());

@@ -10,8 +10,9 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
+use operator_kit::{Phase, Readiness};
 use pgpool_api::{AppBinding, Pgpool, PgpoolPhase, PgpoolVersion, conditions, names};
-use pgpool_provisioner::{ProvisionerConfig, run};
+use pgpool_provisioner::{Controllers, ProvisionerConfig, run};
 use prometheus::Registry;
 use serde_json::json;
 use testkit::harness::Controller;
@@ -76,6 +77,8 @@ pub struct Env {
     pub registry: Registry,
     /// The configuration `run` gets.
     pub config: ProvisionerConfig,
+    /// The readiness the running provisioner's controllers report to (`/readyz`'s).
+    pub readiness: Readiness,
     operator: Option<Controller<Result<(), pgpool_provisioner::Error>>>,
     _kubelet: KubeletHandle,
 }
@@ -85,7 +88,6 @@ pub fn test_config() -> ProvisionerConfig {
     ProvisionerConfig {
         namespace: None,
         concurrency: 4,
-        petset_controller: true,
         resync: Duration::from_millis(200),
         instance: "test".into(),
         error_backoff: Duration::from_millis(50),
@@ -115,6 +117,7 @@ impl Env {
             client,
             registry: Registry::new(),
             config,
+            readiness: Readiness::new(),
             operator: None,
             _kubelet: kubelet,
         };
@@ -129,11 +132,16 @@ impl Env {
         let client = self.server.client_as(AGENT);
         let config = self.config.clone();
         let reg = registry.clone();
+        let readiness = Readiness::new();
+        readiness.set_phase(Phase::Running);
+        self.readiness = readiness.clone();
         let operator = Controller::spawn_ready(TIMEOUT, |stop, ready| async move {
-            run(client, config, &reg, stop.cancelled_owned(), move || {
-                ready.signal()
-            })
-            .await
+            let controllers = Controllers::new(&readiness, &stop, true);
+            let _signal = tokio::spawn(async move {
+                readiness.wait_until_ready().await;
+                ready.signal();
+            });
+            run(client, config, &reg, controllers).await
         })
         .await;
         self.registry = registry;
@@ -180,7 +188,8 @@ impl Env {
         .await;
     }
 
-    /// Value of a gauge/counter sample with one label.
+    /// Value of a gauge/counter sample with one label (of the Pgpool controller's series,
+    /// where the metric has a `controller` label).
     pub fn metric(&self, name: &str, label: (&str, &str)) -> Option<f64> {
         self.registry
             .gather()
@@ -189,9 +198,13 @@ impl Env {
             .get_metric()
             .iter()
             .find(|m| {
-                m.get_label()
+                let labels = m.get_label();
+                labels
                     .iter()
                     .any(|l| l.name() == label.0 && l.value() == label.1)
+                    && labels
+                        .iter()
+                        .all(|l| l.name() != "controller" || l.value() == "pgpool")
             })
             .map(|m| {
                 if m.get_gauge().has_value() {

@@ -6,8 +6,8 @@ use kube::runtime::reflector::Store;
 use pgpool_api::{Pgpool, names};
 
 use super::{Health, PodRevisions};
-use crate::cache::PodLite;
 use crate::pgpool::index::MetaIndex;
+use operator_kit::cache::PodLite;
 
 /// Whether `p` is one of the pods of `pgpool` (`name` in `ns`).
 fn is_pod_of(p: &PodLite, ns: &str, name: &str) -> bool {

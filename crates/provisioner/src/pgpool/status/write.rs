@@ -1,6 +1,7 @@
 //! Writing the status: the next status over the newest one this controller knows of, with
 //! the cached resourceVersion, and the events of the change.
 
+use operator_kit::api::is_not_found;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
@@ -10,9 +11,9 @@ use kube::api::{Api, PostParams};
 use pgpool_api::{Pgpool, PgpoolStatus};
 
 use super::{EventNote, Outcome, next_status};
-use crate::events::EventRecorder;
 use crate::metrics::PhaseGauge;
 use crate::pgpool::error::ReconcileError;
+use operator_kit::events::EventRecorder;
 
 /// This controller's last status write of a Pgpool: the version it made and the status, and
 /// the versions before it that the cache may still show (the one written over and those of
@@ -104,7 +105,7 @@ impl StatusWrites {
                 publish(recorder, pgpool, events).await;
                 Ok(())
             }
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => {
                 self.forget(&uid);
                 Err(ReconcileError::from_write(e))
