@@ -63,11 +63,7 @@ impl Wiring {
             let Some(owner) = controller_of(&pod.metadata) else {
                 return;
             };
-            let key = format!(
-                "{}/{}",
-                owner.namespace.as_deref().unwrap_or_default(),
-                owner.name
-            );
+            let key = owner_key(&owner);
             expectations
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -148,11 +144,7 @@ pub async fn run_wired(
             let Some(owner) = controller_of(&rev.metadata) else {
                 return;
             };
-            let key = format!(
-                "{}/{}",
-                owner.namespace.as_deref().unwrap_or_default(),
-                owner.name
-            );
+            let key = owner_key(&owner);
             expectations
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -254,4 +246,13 @@ pub async fn run_wired(
     drop(tx);
     tracing::info!("PetSet controller stopped");
     Ok(())
+}
+
+/// The expectations key of a PetSet: `<namespace>/<name>`.
+fn owner_key(owner: &ObjectRef<PetSetLite>) -> String {
+    format!(
+        "{}/{}",
+        owner.namespace.as_deref().unwrap_or_default(),
+        owner.name
+    )
 }

@@ -99,15 +99,9 @@ fn map_secret(
     }
     let ns = s.namespace.clone().unwrap_or_default();
     let name = s.name.clone().unwrap_or_default();
-    let referring: Vec<(String, String)> = appbindings
-        .state()
-        .iter()
-        .filter(|ab| {
-            ab.namespace().as_deref() == Some(ns.as_str())
-                && ab.spec.secret.as_ref().is_some_and(|r| r.name == name)
-        })
-        .map(|ab| (ns.clone(), ab.name_any()))
-        .collect();
+    let referring = appbindings_in(appbindings, &ns, |ab| {
+        ab.spec.secret.as_ref().is_some_and(|r| r.name == name)
+    });
     pgpools
         .state()
         .iter()
@@ -135,24 +129,31 @@ fn map_service(
     }
     let ns = s.namespace.clone().unwrap_or_default();
     let name = s.name.clone().unwrap_or_default();
-    let standby_of: Vec<(String, String)> = appbindings
-        .state()
-        .iter()
-        .filter(|ab| {
-            ab.namespace().as_deref() == Some(ns.as_str())
-                && ab
-                    .spec
-                    .client_config
-                    .service
-                    .as_ref()
-                    .is_some_and(|svc| names::standby_service(&svc.name) == name)
-        })
-        .map(|ab| (ns.clone(), ab.name_any()))
-        .collect();
+    let standby_of = appbindings_in(appbindings, &ns, |ab| {
+        ab.spec
+            .client_config
+            .service
+            .as_ref()
+            .is_some_and(|svc| names::standby_service(&svc.name) == name)
+    });
     if standby_of.is_empty() {
         return out;
     }
     pgpools_using_appbindings(pgpools, |r| standby_of.contains(r))
+}
+
+/// The AppBindings in namespace `ns` for which `uses` holds, as (namespace, name).
+fn appbindings_in(
+    appbindings: &Store<AppBinding>,
+    ns: &str,
+    uses: impl Fn(&AppBinding) -> bool,
+) -> Vec<(String, String)> {
+    appbindings
+        .state()
+        .iter()
+        .filter(|ab| ab.namespace().as_deref() == Some(ns) && uses(ab))
+        .map(|ab| (ns.to_string(), ab.name_any()))
+        .collect()
 }
 
 /// Pod -> its Pgpool, by the instance label.
