@@ -34,6 +34,12 @@ impl Default for NetConfig {
 }
 
 impl NetConfig {
+    /// The bridge's MAC address: locally administered, `02:42` and the gateway's IPv4 bytes.
+    pub fn gateway_mac(&self) -> String {
+        let [a, b, c, d] = self.gateway().octets();
+        format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+    }
+
     /// The gateway: the subnet's first address, on the bridge.
     pub fn gateway(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.subnet) + 1)
@@ -139,10 +145,18 @@ async fn ip_idempotent(args: &[&str]) -> anyhow::Result<()> {
     }
 }
 
-/// Creates the bridge with the gateway address.
+/// Creates the bridge with the gateway address and a fixed MAC address.
+///
+/// A Linux bridge without an address of its own takes the lowest MAC of its ports, so adding
+/// or removing a pod's veth could change the gateway's MAC under every other pod. Pods that
+/// still had the old MAC in their neighbour table then sent into the void until the entry went
+/// stale: one pod at a time stopped reaching PostgreSQL and answering clients for up to ~40 s,
+/// now and then, right after a sibling pod came or went (seen as "connect timed out" in the
+/// under-load scenario). A real node's gateway keeps its MAC; so does this one.
 pub async fn setup_host(cfg: &NetConfig) -> anyhow::Result<()> {
     let gw = format!("{}/{}", cfg.gateway(), cfg.prefix_len);
     ip_idempotent(&["link", "add", &cfg.bridge, "type", "bridge"]).await?;
+    ip(&["link", "set", &cfg.bridge, "address", &cfg.gateway_mac()]).await?;
     ip_idempotent(&["addr", "add", &gw, "dev", &cfg.bridge]).await?;
     ip(&["link", "set", &cfg.bridge, "up"]).await
 }
@@ -203,6 +217,11 @@ pub async fn remove_service_ip(cfg: &NetConfig, addr: std::net::IpAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gateway_mac_is_fixed_and_locally_administered() {
+        assert_eq!(NetConfig::default().gateway_mac(), "02:42:0a:f4:00:01");
+    }
 
     #[test]
     fn names_fit_linux_limits_and_differ_per_pod() {
