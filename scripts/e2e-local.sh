@@ -10,10 +10,6 @@
 # 4.6/4.7 binaries (the script installs the last three: scripts/install-pgpool-test-deps.sh,
 # scripts/install-pgpool-versions.sh).
 #
-# Give it the machine: on 2 cores with compilers running beside it, the whole path (local
-# node, pods, load client) stalled for up to 6 s at times and short queries timed out; alone
-# it passes with 0 failed queries (about 5 minutes, most of it the build).
-#
 # Environment:
 #   HOST_IP            the host's address on the local node's pod bridge, where pods reach
 #                      PostgreSQL (default 10.244.0.1, the gateway of local-node's default
