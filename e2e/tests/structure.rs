@@ -384,7 +384,7 @@ fn the_cycle_check_sees_a_cycle() {
     std::fs::write(src.join("a.rs"), "use crate::b::B;\npub struct A;\n").unwrap();
     std::fs::write(
         src.join("b.rs"),
-        "pub struct B;\nfn f() -> super::a::A { todo!() }\n",
+        "pub struct B;\nfn f(a: super::a::A) -> super::a::A { a }\n",
     )
     .unwrap();
     let found = cycles(&module_edges(&modules(src)));

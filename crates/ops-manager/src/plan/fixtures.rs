@@ -13,22 +13,12 @@ use crate::plan::*;
 
 pub(super) const V453: &str = "ghcr.io/appscode-images/pgpool2:4.5.3";
 pub(super) const V460: &str = "ghcr.io/appscode-images/pgpool2:4.6.0";
-pub(super) const EXPORTER: &str = "ghcr.io/appscode-images/pgpool2_exporter:v1.2.2";
+pub(super) const EXPORTER: &str = pgpool_api::fixtures::EXPORTER_IMAGE;
 
 pub(super) fn version(name: &str, allow: &str, deprecated: bool) -> PgpoolVersion {
-    serde_json::from_value(json!({
-        "apiVersion": "catalog.kubedb.com/v1alpha1",
-        "kind": "PgpoolVersion",
-        "metadata": {"name": name},
-        "spec": {
-            "version": name,
-            "pgpool": {"image": format!("ghcr.io/appscode-images/pgpool2:{name}")},
-            "exporter": {"image": EXPORTER},
-            "deprecated": deprecated,
-            "updateConstraints": {"allowlist": [allow]}
-        }
-    }))
-    .unwrap()
+    let mut v = pgpool_api::fixtures::pgpool_version(name, allow);
+    v.spec.deprecated = Some(deprecated);
+    v
 }
 
 pub(super) fn pgpool(version: &str, phase: &str, halted: bool) -> Pgpool {
