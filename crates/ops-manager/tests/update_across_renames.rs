@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::ResourceExt;
 use pgpool_api::conditions::{self, ops, pgpool as types};
 use pgpool_api::{OpsRequestPhase, PgpoolVersion, names};
-use pgpool_provisioner::config::{
+use pgpool_config::{
     CONFIG_DIR, KEY_PGPOOL_CONF, PgpoolRelease, RENAMED_PARAMETERS, RUN_DIR, parse_pgpool_conf,
 };
 use serde_json::json;

@@ -4,7 +4,6 @@
 //! [`run`] is the entry point for the binary and for tests.
 
 pub mod catalog;
-pub mod config;
 pub mod metrics;
 pub mod pgpool;
 pub mod render;

@@ -13,11 +13,11 @@ use pgpool_api::{AppBinding, PetSet, Pgpool, PgpoolVersion, names};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::config::{KEY_PCP_CONF, KEY_PGPOOL_CONF, KEY_POOL_HBA_CONF, KEY_POOL_PASSWD};
 use crate::pgpool::build::{Desired, build};
 use crate::pgpool::dereference::{Children, Lookup, references};
 use crate::pgpool::diff::stamp_hash;
 use crate::pgpool::validate::{AuthPlan, Generator, Plan, Problem, validate};
+use pgpool_config::{KEY_PCP_CONF, KEY_PGPOOL_CONF, KEY_POOL_HBA_CONF, KEY_POOL_PASSWD};
 
 /// What a masked secret value is printed as.
 pub const MASK: &str = "********";

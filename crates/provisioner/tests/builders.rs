@@ -160,10 +160,7 @@ fn pod_contract() {
         Some(&["/opt/pgpool-II/bin/pgpool".to_string()][..])
     );
     let args = pgpool_c.args.clone().unwrap();
-    assert_eq!(
-        args,
-        pgpool_provisioner::config::pgpool_args(&Default::default())
-    );
+    assert_eq!(args, pgpool_config::pgpool_args(&Default::default()));
     // probes: readiness through the local socket, liveness on pcp
     let readiness = pgpool_c.readiness_probe.as_ref().unwrap();
     let cmd = readiness.exec.as_ref().unwrap().command.clone().unwrap();

@@ -4,9 +4,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use pgpool_provisioner::config::{
-    KEY_PCP_CONF, KEY_PGPOOL_CONF, KEY_POOL_HBA_CONF, KEY_POOL_PASSWD,
-};
+use pgpool_config::{KEY_PCP_CONF, KEY_PGPOOL_CONF, KEY_POOL_HBA_CONF, KEY_POOL_PASSWD};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pgpool-provisioner");
 const BACKEND_PASSWORD: &str = "s3cret-backend";
@@ -122,7 +120,7 @@ fn the_examples_render_the_four_files_with_secrets_masked() {
             "{conf}"
         );
         // both spellings of every renamed parameter: one file fits every release
-        for p in pgpool_provisioner::config::RENAMED_PARAMETERS {
+        for p in pgpool_config::RENAMED_PARAMETERS {
             for name in [p.old, p.new] {
                 assert!(conf.contains(&format!("\n{name} = ")), "{name} in {conf}");
             }
@@ -165,7 +163,7 @@ fn a_given_auth_secret_is_used_and_not_generated() {
         "{stdout}"
     );
     let pcp = &split_files(&stdout)[2].1;
-    let md5 = pgpool_provisioner::config::pcp_md5("pcp-pass");
+    let md5 = pgpool_config::pcp_md5("pcp-pass");
     assert_eq!(pcp, &format!("admin:{md5}\n"));
 }
 

@@ -31,7 +31,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use binaries::{LINES, PgpoolBinary, find_binaries};
-use pgpool_provisioner::config::{
+use pgpool_config::{
     Backend, ClientAuthMode, Paths, PgpoolRelease, RenderInput, Rendered, parse_pgpool_conf,
     pgpool_args, renamed, render,
 };

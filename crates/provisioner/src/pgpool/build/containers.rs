@@ -16,8 +16,8 @@ use super::common::{
     KEY_MONITOR_PASSWORD, KEY_MONITOR_USERNAME, VOLUME_CONFIG, VOLUME_KEY, VOLUME_RUN, VOLUME_TMP,
 };
 use super::services::exporter_port;
-use crate::config;
 use crate::pgpool::validate::Plan;
+use pgpool_config as config;
 
 /// Seconds the preStop hook waits so that endpoints drain before pgpool shuts down.
 pub const PRE_STOP_SLEEP_SECONDS: i32 = 5;

@@ -16,8 +16,8 @@ use super::common::{VOLUME_CONFIG, VOLUME_KEY, VOLUME_RUN, VOLUME_TMP, meta, som
 use super::containers::{
     exporter_container, init_container, merge_pod_security_context, pgpool_container,
 };
-use crate::config;
 use crate::pgpool::validate::Plan;
+use pgpool_config as config;
 
 /// The PetSet: OnDelete, OrderedReady, governed by `<name>-pods`.
 pub fn petset(pgpool: &Pgpool, plan: &Plan) -> PetSet {

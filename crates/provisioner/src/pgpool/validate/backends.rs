@@ -6,8 +6,8 @@ use pgpool_api::appbinding::host_port_from_url;
 use pgpool_api::{AppBinding, Pgpool, names};
 
 use super::plan::{Problem, reason};
-use crate::config::Backend;
 use crate::pgpool::dereference::{GroupBackend, Observed};
+use pgpool_config::Backend;
 
 /// The service host of an AppBinding: its Service's cluster DNS name, or the URL's host.
 pub(super) fn appbinding_backend(

@@ -6,8 +6,8 @@ use pgpool_api::Pgpool;
 
 use super::auth::secret_string;
 use super::plan::{Problem, reason};
-use crate::config::{self};
 use crate::pgpool::dereference::Observed;
+use pgpool_config as config;
 
 pub(super) fn user_overrides(
     pgpool: &Pgpool,

@@ -13,8 +13,8 @@ use kube::{Resource, ResourceExt};
 use pgpool_api::pgpool::ClientAuthMode;
 use pgpool_api::{Pgpool, names};
 
-use crate::config::{self, RenderInput};
 use crate::pgpool::dereference::Observed;
+use pgpool_config::{self as config, RenderInput};
 
 use auth::{auth_plan, pcp_credentials, secret_string};
 use backends::backends;

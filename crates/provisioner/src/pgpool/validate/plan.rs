@@ -4,7 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::core::ApiResource;
 
-use crate::config::{self, Rendered};
+use pgpool_config::{self as config, Rendered};
 
 /// Reasons of problems the user must fix (condition reasons and event reasons).
 pub mod reason {

@@ -10,7 +10,7 @@
 //! values (and every control character, so no value can start a new line) instead of
 //! escaping them into something pgpool would read differently.
 
-use crate::config::error::ConfigError;
+use crate::error::ConfigError;
 
 /// One parameter value in `pgpool.conf`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,10 +6,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::syntax::{Value, is_valid_key};
-use crate::config::checks::{check_backend, check_sizing};
-use crate::config::error::ConfigError;
-use crate::config::input::RenderInput;
-use crate::config::parameters::{
+use crate::checks::{check_backend, check_sizing};
+use crate::error::ConfigError;
+use crate::input::RenderInput;
+use crate::parameters::{
     DEFAULT_MAX_POOL, DEFAULT_NUM_INIT_CHILDREN, MANAGED_PARAMETERS, MAX_BACKENDS,
 };
 

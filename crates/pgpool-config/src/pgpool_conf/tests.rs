@@ -2,7 +2,7 @@
 
 use super::parse::*;
 use super::syntax::*;
-use crate::config::error::ConfigError;
+use crate::error::ConfigError;
 
 #[test]
 fn renders_typed_values() {

@@ -1,7 +1,7 @@
 //! The parser of user-supplied `pgpool.conf` override files.
 
 use super::syntax::is_valid_key;
-use crate::config::error::ConfigError;
+use crate::error::ConfigError;
 
 /// Parses the text of a user's `pgpool.conf` (overrides) into `(key, value)` pairs in file
 /// order, keys lower-cased, values without their quotes.
