@@ -12,19 +12,25 @@
 //! [`retry`] holds the error and eviction backoffs (`operator_kit::backoff`).
 
 mod cluster;
+mod cluster_scaling;
 mod context;
 mod driver;
 mod error;
 mod finish;
+mod horizontal_scale;
 mod mappers;
 mod pause;
 mod queue;
 mod restart_pods;
 mod retry;
 mod rollback;
+mod rollback_scaling;
 mod run;
 mod update_database;
+mod update_petset_resources;
 mod update_petsets;
+mod update_replicas;
+mod update_resources;
 mod validate;
 mod wiring;
 

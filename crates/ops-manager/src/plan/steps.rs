@@ -26,6 +26,15 @@ pub enum Step {
     Rollback,
     /// Nothing left (a final condition exists).
     Done,
+    /// HorizontalScaling: set the PetSet's replicas; evict the highest pods or wait for the
+    /// new ones to be Ready.
+    HorizontalScale,
+    /// HorizontalScaling: set the Pgpool's `spec.replicas`.
+    UpdateReplicas,
+    /// VerticalScaling: set the resources of the PetSet's `pgpool` container.
+    UpdatePetSetResources,
+    /// VerticalScaling: record the resources in the Pgpool's `spec.podTemplate`.
+    UpdateResources,
 }
 
 /// The first condition type of a request of this type.
@@ -33,6 +42,8 @@ pub fn start_condition(t: OpsRequestType) -> &'static str {
     match t {
         OpsRequestType::UpdateVersion => ops::UPDATE_VERSION,
         OpsRequestType::Restart => ops::RESTART,
+        OpsRequestType::HorizontalScaling => ops::HORIZONTAL_SCALING,
+        OpsRequestType::VerticalScaling => ops::VERTICAL_SCALING,
     }
 }
 
@@ -50,6 +61,8 @@ pub fn next_step(t: OpsRequestType, conds: &[Condition]) -> Step {
         Step::Validate
     } else if !is_true(conds, ops::DATABASE_PAUSE_SUCCEEDED) {
         Step::Pause
+    } else if let Some(step) = super::scaling::next_scaling_step(t, conds) {
+        step
     } else if update && !is_true(conds, ops::UPDATE_PETSETS) {
         Step::UpdatePetSets
     } else if !is_true(conds, ops::RESTART_PODS) {

@@ -7,7 +7,8 @@ use pgpool_api::{OpsRequestType, Pgpool, PgpoolOpsRequest, PgpoolPhase, PgpoolVe
 /// The outcome of validating a request against the cluster's objects.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Go ahead. For Restart, `from` and `to` are both the current version.
+    /// Go ahead. For Restart and VerticalScaling, `from` and `to` are both the current
+    /// version; for HorizontalScaling they are the replica counts.
     Proceed {
         /// The Pgpool's version now.
         from: String,
@@ -94,6 +95,7 @@ pub fn validate(input: ValidationInput<'_>) -> Verdict {
         };
     };
     let current_name = pp.spec.version.as_str();
+    let mut from = current_name.to_string();
     let to = match req.spec.type_ {
         OpsRequestType::Restart => current_name.to_string(),
         OpsRequestType::UpdateVersion => {
@@ -180,6 +182,15 @@ pub fn validate(input: ValidationInput<'_>) -> Verdict {
             }
             target_name.to_string()
         }
+        OpsRequestType::HorizontalScaling | OpsRequestType::VerticalScaling => {
+            match super::scaling::validate_scaling(req, pp) {
+                Ok((f, t)) => {
+                    from = f;
+                    t
+                }
+                Err(verdict) => return verdict,
+            }
+        }
     };
     if pp.spec.is_halted() {
         return halted(pp_name);
@@ -192,10 +203,7 @@ pub fn validate(input: ValidationInput<'_>) -> Verdict {
             ),
         };
     }
-    Verdict::Proceed {
-        from: current_name.to_string(),
-        to,
-    }
+    Verdict::Proceed { from, to }
 }
 
 fn halted(pp_name: &str) -> Verdict {
