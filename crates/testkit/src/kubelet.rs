@@ -138,6 +138,8 @@ impl Kubelet {
 }
 
 struct PodTrack {
+    /// What the pod asks of the node.
+    usage: crate::kubelet_capacity::Usage,
     signature: String,
     status_task: Option<AbortHandle>,
     deleting: bool,
@@ -275,6 +277,14 @@ where
 }
 
 impl Runner {
+    /// What the pods bound here and not being deleted ask of the node.
+    fn used(&self) -> crate::kubelet_capacity::Usage {
+        self.pods
+            .values()
+            .filter(|t| !t.deleting)
+            .fold(Default::default(), |u, t| u + t.usage)
+    }
+
     async fn run(&mut self, stop: CancellationToken) {
         let api: Api<Pod> = match &self.cfg.namespace {
             Some(ns) => Api::namespaced(self.client.clone(), ns),
@@ -319,7 +329,12 @@ impl Runner {
             if pod.metadata.deletion_timestamp.is_some() {
                 return;
             }
-            if let Some(why) = self.cfg.allocatable.as_ref().and_then(|a| a.refuses(&pod)) {
+            if let Some(why) = self
+                .cfg
+                .allocatable
+                .as_ref()
+                .and_then(|a| a.refuses(&pod, self.used()))
+            {
                 if crate::kubelet_capacity::reported_unschedulable(&pod) {
                     return;
                 }
@@ -360,6 +375,7 @@ impl Runner {
             self.pods.insert(
                 uid.clone(),
                 PodTrack {
+                    usage: crate::kubelet_capacity::usage(&pod),
                     signature: String::new(),
                     status_task: None,
                     deleting: false,

@@ -56,28 +56,59 @@ impl Allocatable {
         })
     }
 
-    /// Why the pod does not fit, in the scheduler's words; `None` when it fits.
-    pub fn refuses(&self, pod: &Pod) -> Option<String> {
-        let spec = pod.spec.as_ref()?;
-        let need = |resource: &str| -> i128 {
-            let sum: i128 = spec.containers.iter().map(|c| request(c, resource)).sum();
-            let init = spec
-                .init_containers
-                .iter()
-                .flatten()
-                .map(|c| request(c, resource))
-                .max()
-                .unwrap_or(0);
-            sum.max(init)
-        };
+    /// Why the pod does not fit next to pods that use `used` already, in the scheduler's
+    /// words; `None` when it fits.
+    pub fn refuses(&self, pod: &Pod, used: Usage) -> Option<String> {
+        let need = usage(pod);
         let mut short = Vec::new();
-        if need("cpu") > self.cpu_millis {
+        if need.cpu_millis + used.cpu_millis > self.cpu_millis {
             short.push("Insufficient cpu");
         }
-        if need("memory") / 1000 > self.memory_bytes {
+        if need.memory_bytes + used.memory_bytes > self.memory_bytes {
             short.push("Insufficient memory");
         }
         (!short.is_empty()).then(|| format!("0/1 nodes are available: 1 {}.", short.join(", 1 ")))
+    }
+}
+
+/// What pods ask for: CPU (millicores) and memory (bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// CPU in millicores.
+    pub cpu_millis: i128,
+    /// Memory in bytes.
+    pub memory_bytes: i128,
+}
+
+impl std::ops::Add for Usage {
+    type Output = Usage;
+    fn add(self, o: Usage) -> Usage {
+        Usage {
+            cpu_millis: self.cpu_millis + o.cpu_millis,
+            memory_bytes: self.memory_bytes + o.memory_bytes,
+        }
+    }
+}
+
+/// What the scheduler counts for a pod.
+pub fn usage(pod: &Pod) -> Usage {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Usage::default();
+    };
+    let need = |resource: &str| -> i128 {
+        let sum: i128 = spec.containers.iter().map(|c| request(c, resource)).sum();
+        let init = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| request(c, resource))
+            .max()
+            .unwrap_or(0);
+        sum.max(init)
+    };
+    Usage {
+        cpu_millis: need("cpu"),
+        memory_bytes: need("memory") / 1000,
     }
 }
 
@@ -141,13 +172,19 @@ mod tests {
         assert_eq!(millis("700m"), Some(700));
         assert_eq!(millis("1Ki"), Some(1_024_000));
         let node = Allocatable::new("2", "4Gi").unwrap();
-        assert_eq!(node.refuses(&pod("1", "1Gi")), None);
+        let none = Usage::default();
+        assert_eq!(node.refuses(&pod("1", "1Gi"), none), None);
         assert_eq!(
-            node.refuses(&pod("1.95", "1Gi")),
+            node.refuses(&pod("1.95", "1Gi"), none),
             Some("0/1 nodes are available: 1 Insufficient cpu.".into())
         );
         assert_eq!(
-            node.refuses(&pod("64", "8Gi")),
+            node.refuses(&pod("1", "1Gi"), usage(&pod("1", "1Gi"))),
+            Some("0/1 nodes are available: 1 Insufficient cpu.".into()),
+            "the pods on the node count"
+        );
+        assert_eq!(
+            node.refuses(&pod("64", "8Gi"), none),
             Some("0/1 nodes are available: 1 Insufficient cpu, 1 Insufficient memory.".into())
         );
     }
