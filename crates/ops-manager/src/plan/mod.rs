@@ -22,11 +22,11 @@ pub use pods::{
 };
 pub use queue::{QueueDecision, phase_of, queue_decision, queue_order};
 pub use scaling::{
-    ScaleAction, budget_min_available, lowered_budget, next_scaling_step, ordinal_of,
-    pod_on_resources, recorded_resources, resources_message, scale_action, set_spec_resources,
-    spec_resources, target_replicas, target_resources, validate_scaling,
+    ScaleAction, ScalingCheck, budget_min_available, lowered_budget, ordinal_of, pod_on_resources,
+    recorded_resources, resources_message, scale_action, set_spec_resources, spec_resources,
+    target_replicas, target_resources, validate_scaling,
 };
-pub use steps::{SKIPPED, Step, next_step, start_condition};
+pub use steps::{SKIPPED, Step, next_scaling_step, next_step, start_condition};
 pub use validation::{
     ValidationInput, Verdict, not_ready_message, pgpool_ready, target_version, validate,
 };

@@ -1,6 +1,6 @@
-//! Decisions of the HorizontalScaling and VerticalScaling types: where their steps come in a
-//! request's sequence, their validation, the next action of a scale, the budget the scale-down
-//! needs, and the `pgpool` container's resources.
+//! Decisions of the HorizontalScaling and VerticalScaling types (where their steps come in a
+//! request's sequence is [`super::steps::next_scaling_step`]): their validation, the next
+//! action of a scale, the budget the scale-down needs, and the `pgpool` container's resources.
 //!
 //! Scale-down removes the highest ordinal first, one pod at a time: the pod is evicted (the
 //! Eviction API checks the PodDisruptionBudget, and the kubelet's graceful stop lets pgpool's
@@ -19,36 +19,6 @@ use pgpool_api::ops_scaling::MAX_REPLICAS;
 use pgpool_api::{OpsRequestType, Pgpool, PgpoolOpsRequest, names};
 
 use super::pods::{pod_broken, pod_ready, pod_terminating, recorded_uid};
-use super::steps::Step;
-use super::validation::Verdict;
-
-/// The steps of the scaling types after the pause, or `None` for the other types.
-pub fn next_scaling_step(t: OpsRequestType, conds: &[Condition]) -> Option<Step> {
-    use conditions::is_true;
-    match t {
-        OpsRequestType::HorizontalScaling => Some(
-            if !is_true(conds, ops::HORIZONTAL_SCALE_UP)
-                && !is_true(conds, ops::HORIZONTAL_SCALE_DOWN)
-            {
-                Step::HorizontalScale
-            } else if !is_true(conds, ops::UPDATE_DATABASE) {
-                Step::UpdateReplicas
-            } else {
-                Step::Resume
-            },
-        ),
-        OpsRequestType::VerticalScaling => Some(if !is_true(conds, ops::UPDATE_PETSETS) {
-            Step::UpdatePetSetResources
-        } else if !is_true(conds, ops::RESTART_PODS) {
-            Step::RestartPods
-        } else if !is_true(conds, ops::UPDATE_DATABASE) {
-            Step::UpdateResources
-        } else {
-            Step::Resume
-        }),
-        _ => None,
-    }
-}
 
 /// `spec.horizontalScaling.node`, if given.
 pub fn target_replicas(req: &PgpoolOpsRequest) -> Option<i32> {
@@ -67,11 +37,25 @@ pub fn target_resources(req: &PgpoolOpsRequest) -> Option<&ResourceRequirements>
         })
 }
 
-/// The type-specific part of validation for the scaling types: `Err` ends validation with that
-/// verdict; `Ok((from, to))` goes on with the common checks (halted, `apply`). For
-/// HorizontalScaling `from` and `to` are replica counts; for VerticalScaling both are the
-/// Pgpool's version.
-pub fn validate_scaling(req: &PgpoolOpsRequest, pp: &Pgpool) -> Result<(String, String), Verdict> {
+/// The outcome of the type-specific checks of a scaling request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScalingCheck {
+    /// Go on with the common checks (halted, `apply`). For HorizontalScaling `from` and `to`
+    /// are replica counts; for VerticalScaling both are the Pgpool's version.
+    Go {
+        /// What the Pgpool has now.
+        from: String,
+        /// What it ends with.
+        to: String,
+    },
+    /// Nothing to do.
+    AlreadyDone(String),
+    /// The request cannot be carried out: reason and message.
+    Fail(&'static str, String),
+}
+
+/// The type-specific part of validation for the scaling types.
+pub fn validate_scaling(req: &PgpoolOpsRequest, pp: &Pgpool) -> ScalingCheck {
     let pp_name = &req.spec.database_ref.name;
     match req.spec.type_ {
         OpsRequestType::HorizontalScaling => {
@@ -79,36 +63,39 @@ pub fn validate_scaling(req: &PgpoolOpsRequest, pp: &Pgpool) -> Result<(String, 
                 Some(n) if (1..=MAX_REPLICAS).contains(&n) => n,
                 other => {
                     let got = other.map_or("missing".to_string(), |n| n.to_string());
-                    return Err(Verdict::Fail {
-                        reason: "InvalidReplicas",
-                        message: format!(
+                    return ScalingCheck::Fail(
+                        "InvalidReplicas",
+                        format!(
                             "spec.horizontalScaling.node is {got}: set it to the number of pods \
                              wanted, between 1 and {MAX_REPLICAS}"
                         ),
-                    });
+                    );
                 }
             };
             let now = pp.spec.replicas();
             if node == now {
-                return Err(Verdict::AlreadyDone {
-                    message: format!(
-                        "Pgpool {pp_name} already has {now} replicas: nothing to scale"
-                    ),
-                });
+                return ScalingCheck::AlreadyDone(format!(
+                    "Pgpool {pp_name} already has {now} replicas: nothing to scale"
+                ));
             }
-            Ok((now.to_string(), node.to_string()))
+            ScalingCheck::Go {
+                from: now.to_string(),
+                to: node.to_string(),
+            }
         }
         _ => {
             if target_resources(req).is_none() {
-                return Err(Verdict::Fail {
-                    reason: "ResourcesMissing",
-                    message:
-                        "spec.verticalScaling.node.resources has neither requests nor limits: \
-                              set the requests and limits of the pgpool container"
-                            .to_string(),
-                });
+                return ScalingCheck::Fail(
+                    "ResourcesMissing",
+                    "spec.verticalScaling.node.resources has neither requests nor limits: set \
+                     the requests and limits of the pgpool container"
+                        .to_string(),
+                );
             }
-            Ok((pp.spec.version.clone(), pp.spec.version.clone()))
+            ScalingCheck::Go {
+                from: pp.spec.version.clone(),
+                to: pp.spec.version.clone(),
+            }
         }
     }
 }

@@ -61,7 +61,7 @@ pub fn next_step(t: OpsRequestType, conds: &[Condition]) -> Step {
         Step::Validate
     } else if !is_true(conds, ops::DATABASE_PAUSE_SUCCEEDED) {
         Step::Pause
-    } else if let Some(step) = super::scaling::next_scaling_step(t, conds) {
+    } else if let Some(step) = next_scaling_step(t, conds) {
         step
     } else if update && !is_true(conds, ops::UPDATE_PETSETS) {
         Step::UpdatePetSets
@@ -71,6 +71,34 @@ pub fn next_step(t: OpsRequestType, conds: &[Condition]) -> Step {
         Step::UpdateDatabase
     } else {
         Step::Resume
+    }
+}
+
+/// The steps of the scaling types after the pause, or `None` for the other types.
+pub fn next_scaling_step(t: OpsRequestType, conds: &[Condition]) -> Option<Step> {
+    use conditions::is_true;
+    match t {
+        OpsRequestType::HorizontalScaling => Some(
+            if !is_true(conds, ops::HORIZONTAL_SCALE_UP)
+                && !is_true(conds, ops::HORIZONTAL_SCALE_DOWN)
+            {
+                Step::HorizontalScale
+            } else if !is_true(conds, ops::UPDATE_DATABASE) {
+                Step::UpdateReplicas
+            } else {
+                Step::Resume
+            },
+        ),
+        OpsRequestType::VerticalScaling => Some(if !is_true(conds, ops::UPDATE_PETSETS) {
+            Step::UpdatePetSetResources
+        } else if !is_true(conds, ops::RESTART_PODS) {
+            Step::RestartPods
+        } else if !is_true(conds, ops::UPDATE_DATABASE) {
+            Step::UpdateResources
+        } else {
+            Step::Resume
+        }),
+        _ => None,
     }
 }
 

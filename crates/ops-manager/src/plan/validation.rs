@@ -4,6 +4,8 @@ use pgpool_api::constraints::{self, Decision};
 use pgpool_api::ops::ApplyPolicy;
 use pgpool_api::{OpsRequestType, Pgpool, PgpoolOpsRequest, PgpoolPhase, PgpoolVersion};
 
+use super::scaling::ScalingCheck;
+
 /// The outcome of validating a request against the cluster's objects.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -184,11 +186,12 @@ pub fn validate(input: ValidationInput<'_>) -> Verdict {
         }
         OpsRequestType::HorizontalScaling | OpsRequestType::VerticalScaling => {
             match super::scaling::validate_scaling(req, pp) {
-                Ok((f, t)) => {
+                ScalingCheck::Go { from: f, to } => {
                     from = f;
-                    t
+                    to
                 }
-                Err(verdict) => return verdict,
+                ScalingCheck::AlreadyDone(message) => return Verdict::AlreadyDone { message },
+                ScalingCheck::Fail(reason, message) => return Verdict::Fail { reason, message },
             }
         }
     };
