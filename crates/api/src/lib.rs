@@ -20,6 +20,7 @@ pub mod pgpool;
 pub mod pgpool_monitor;
 pub mod pgpool_names;
 pub mod pgpool_overrides;
+pub mod quantity;
 pub mod version;
 
 pub use appbinding::{AppBinding, AppBindingSpec};

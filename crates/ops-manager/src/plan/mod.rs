@@ -8,7 +8,6 @@
 mod eviction;
 mod images;
 mod pods;
-mod quantity;
 mod queue;
 mod scaling;
 mod steps;

@@ -262,7 +262,7 @@ pub fn set_spec_resources(spec: &mut PodSpec, resources: &ResourceRequirements) 
 pub fn pod_on_resources(pod: &Pod, resources: &ResourceRequirements) -> bool {
     let empty = ResourceRequirements::default();
     let have = pod.spec.as_ref().and_then(spec_resources).unwrap_or(&empty);
-    super::quantity::same_resources(have, resources)
+    pgpool_api::quantity::same_resources(have, resources)
 }
 
 /// The message of the `UpdatePetSets` condition of a VerticalScaling request. It records the

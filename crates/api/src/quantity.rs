@@ -1,5 +1,5 @@
-//! Resource quantities compared by value (`0.5` and `500m`, `1Gi` and `1024Mi` are equal),
-//! as the API server compares them once it has written a pod's quantities in canonical form.
+//! Resource quantities compared by value (`0.5` and `500m`, `1Gi` and `1024Mi` are equal): the
+//! API server writes a pod's quantities in canonical form, a custom resource's as given.
 
 use std::collections::BTreeMap;
 
