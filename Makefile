@@ -47,7 +47,7 @@ e2e-up: ## Like e2e without running the tests: cluster, images, charts and Postg
 e2e-clean: ## Delete the kind cluster of make e2e
 	scripts/e2e.sh clean
 
-e2e-local: ## UpdateVersion under client load on one machine: local node, real pgpool-II pods and PostgreSQL (root)
+e2e-local: ## UpdateVersion and day-2 operations under client load on one machine: local node, real pgpool-II pods and PostgreSQL (root)
 	CARGO=$(CARGO) scripts/e2e-local.sh
 
 e2e-sim: ## The e2e scenario's control flow without root: testkit API server, both binaries, simulated kubelet

@@ -3,7 +3,8 @@
 # server, both operator binaries, the local node (crates/local-node: pods as real processes,
 # ClusterIPs routed on the host), a real PostgreSQL started here as the `postgres` user, and
 # e2e/tests/update_under_load.rs driving a 3-replica Pgpool through 4.3.5 -> 4.6.1 -> 4.7.3
-# and a crashing update under client load.
+# and a crashing update under client load, then e2e/tests/day2_operations.rs applying the
+# day-2 example requests to a 2-replica Pgpool under load.
 #
 # Needs root (network namespaces, and PostgreSQL runs as `postgres`), cargo, curl, kubectl
 # (from PATH or .cache/tools via scripts/helm.sh), Debian's postgresql and pgpool2 and the
@@ -164,3 +165,9 @@ E2E=1 E2E_LOAD=1 KUBECONFIG="$KUBECONFIG_FILE" E2E_MAX_POD_RESTART_SECONDS="${E2
   E2E_PROVISIONER_METRICS_URL="http://127.0.0.1:$PROVISIONER_PORT/metrics" \
   E2E_OPS_MANAGER_METRICS_URL="http://127.0.0.1:$OPS_MANAGER_PORT/metrics" \
   "$CARGO" test -p e2e --test update_under_load -- --nocapture --test-threads=1
+
+# 7. day-2 operations on the examples' Pgpool (2 replicas, under load): each example request
+#    applied unchanged and Successful, spec / PetSet / pods agreeing, no failed query
+say "running day2_operations (HorizontalScaling 2 -> 3, VerticalScaling)"
+E2E=1 E2E_LOAD=1 KUBECONFIG="$KUBECONFIG_FILE" E2E_MAX_POD_RESTART_SECONDS="${E2E_MAX_POD_RESTART_SECONDS:-25}" \
+  "$CARGO" test -p e2e --test day2_operations -- --nocapture --test-threads=1

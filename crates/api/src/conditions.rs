@@ -68,6 +68,14 @@ pub mod ops {
     pub fn check_pod_running(pod: &str) -> String {
         format!("{CHECK_POD_RUNNING_PREFIX}{pod}")
     }
+    /// The HorizontalScaling request started.
+    pub const HORIZONTAL_SCALING: &str = "HorizontalScaling";
+    /// The PetSet was scaled up and the new pods are Ready.
+    pub const HORIZONTAL_SCALE_UP: &str = "HorizontalScaleUp";
+    /// The highest pods were evicted and the PetSet scaled down.
+    pub const HORIZONTAL_SCALE_DOWN: &str = "HorizontalScaleDown";
+    /// The VerticalScaling request started.
+    pub const VERTICAL_SCALING: &str = "VerticalScaling";
 }
 
 /// A condition to set; `set` fills in the time.

@@ -14,11 +14,13 @@ pub mod duration;
 pub mod fixtures;
 pub mod names;
 pub mod ops;
+pub mod ops_scaling;
 pub mod petset;
 pub mod pgpool;
 pub mod pgpool_monitor;
 pub mod pgpool_names;
 pub mod pgpool_overrides;
+pub mod quantity;
 pub mod version;
 
 pub use appbinding::{AppBinding, AppBindingSpec};

@@ -36,17 +36,31 @@ use serde::{Deserialize, Serialize};
     {
         "rule": "self.type != 'UpdateVersion' || has(self.updateVersion)",
         "message": "spec.updateVersion.targetVersion is required when spec.type is UpdateVersion"
+    },
+    {
+        "rule": "self.type != 'HorizontalScaling' || (has(self.horizontalScaling) && has(self.horizontalScaling.node))",
+        "message": "spec.horizontalScaling.node is required when spec.type is HorizontalScaling"
+    },
+    {
+        "rule": "self.type != 'VerticalScaling' || (has(self.verticalScaling) && has(self.verticalScaling.node) && has(self.verticalScaling.node.resources))",
+        "message": "spec.verticalScaling.node.resources is required when spec.type is VerticalScaling"
     }
 ]))]
 pub struct PgpoolOpsRequestSpec {
     /// The Pgpool, in the same namespace.
     pub database_ref: LocalRef,
-    /// The operation: UpdateVersion or Restart.
+    /// The operation: UpdateVersion, Restart, HorizontalScaling or VerticalScaling.
     #[serde(rename = "type")]
     pub type_: OpsRequestType,
     /// Settings of an UpdateVersion request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_version: Option<UpdateVersionSpec>,
+    /// Settings of a HorizontalScaling request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub horizontal_scaling: Option<crate::ops_scaling::HorizontalScalingSpec>,
+    /// Settings of a VerticalScaling request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vertical_scaling: Option<crate::ops_scaling::VerticalScalingSpec>,
     /// Longest time one step may take, as a duration such as `5m` or `90s`; default 5m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
@@ -108,16 +122,27 @@ pub enum OpsRequestType {
     UpdateVersion,
     /// Restart the pods one by one.
     Restart,
+    /// Change the number of pods (`spec.horizontalScaling.node`).
+    HorizontalScaling,
+    /// Change the resources of the `pgpool` container, restarting the pods one by one.
+    VerticalScaling,
 }
 
 impl OpsRequestType {
     /// All types, for metrics.
-    pub const ALL: [OpsRequestType; 2] = [OpsRequestType::UpdateVersion, OpsRequestType::Restart];
+    pub const ALL: [OpsRequestType; 4] = [
+        OpsRequestType::UpdateVersion,
+        OpsRequestType::Restart,
+        OpsRequestType::HorizontalScaling,
+        OpsRequestType::VerticalScaling,
+    ];
     /// The type's name.
     pub fn as_str(self) -> &'static str {
         match self {
             OpsRequestType::UpdateVersion => "UpdateVersion",
             OpsRequestType::Restart => "Restart",
+            OpsRequestType::HorizontalScaling => "HorizontalScaling",
+            OpsRequestType::VerticalScaling => "VerticalScaling",
         }
     }
 }

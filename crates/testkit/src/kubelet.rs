@@ -41,6 +41,10 @@ pub struct KubeletConfig {
     pub crash_interval: Duration,
     /// Only manage pods in this namespace (all namespaces when `None`).
     pub namespace: Option<String>,
+    /// What the node can give pods (`cpu`, `memory`); a pod whose requests exceed it is not
+    /// bound and stays Pending with `PodScheduled=False` (reason `Unschedulable`), as the
+    /// scheduler leaves it. Unlimited when `None`.
+    pub allocatable: Option<crate::kubelet_capacity::Allocatable>,
 }
 
 impl Default for KubeletConfig {
@@ -52,11 +56,18 @@ impl Default for KubeletConfig {
             max_grace: Duration::ZERO,
             crash_interval: Duration::from_secs(1),
             namespace: None,
+            allocatable: None,
         }
     }
 }
 
 impl KubeletConfig {
+    /// Give the node `cpu` and `memory` for pods (quantities such as `4` and `8Gi`).
+    pub fn allocatable(mut self, cpu: &str, memory: &str) -> Self {
+        self.allocatable = crate::kubelet_capacity::Allocatable::new(cpu, memory);
+        self
+    }
+
     /// Set the ready delay.
     pub fn ready_delay(mut self, d: Duration) -> Self {
         self.ready_delay = d;
@@ -127,6 +138,8 @@ impl Kubelet {
 }
 
 struct PodTrack {
+    /// What the pod asks of the node.
+    usage: crate::kubelet_capacity::Usage,
     signature: String,
     status_task: Option<AbortHandle>,
     deleting: bool,
@@ -264,6 +277,14 @@ where
 }
 
 impl Runner {
+    /// What the pods bound here and not being deleted ask of the node.
+    fn used(&self) -> crate::kubelet_capacity::Usage {
+        self.pods
+            .values()
+            .filter(|t| !t.deleting)
+            .fold(Default::default(), |u, t| u + t.usage)
+    }
+
     async fn run(&mut self, stop: CancellationToken) {
         let api: Api<Pod> = match &self.cfg.namespace {
             Some(ns) => Api::namespaced(self.client.clone(), ns),
@@ -308,6 +329,26 @@ impl Runner {
             if pod.metadata.deletion_timestamp.is_some() {
                 return;
             }
+            if let Some(why) = self
+                .cfg
+                .allocatable
+                .as_ref()
+                .and_then(|a| a.refuses(&pod, self.used()))
+            {
+                if crate::kubelet_capacity::reported_unschedulable(&pod) {
+                    return;
+                }
+                let status = crate::kubelet_capacity::unschedulable_status(&why);
+                self.tasks.spawn(async move {
+                    let res = api
+                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+                        .await;
+                    if let Err(e) = res {
+                        tracing::debug!("kubelet: status of {ns}/{name} failed: {e}");
+                    }
+                });
+                return;
+            }
             let node = self.cfg.node_name.clone();
             self.tasks.spawn(async move {
                 let body = json!({
@@ -334,6 +375,7 @@ impl Runner {
             self.pods.insert(
                 uid.clone(),
                 PodTrack {
+                    usage: crate::kubelet_capacity::usage(&pod),
                     signature: String::new(),
                     status_task: None,
                     deleting: false,

@@ -105,6 +105,7 @@ pub mod fixtures;
 mod handlers;
 pub mod harness;
 mod kubelet;
+mod kubelet_capacity;
 mod latency;
 mod listen;
 mod log;
@@ -121,6 +122,7 @@ mod watch;
 
 pub use faults::{FaultRule, Faults};
 pub use kubelet::{ImageBehavior, Kubelet, KubeletConfig, KubeletHandle};
+pub use kubelet_capacity::{Allocatable, Usage};
 pub use latency::Latency;
 pub use listen::Listening;
 pub use log::{LogMark, RequestCounts, RequestKey, RequestLog, RequestRecord, Verb, Wake};

@@ -87,6 +87,10 @@ impl Run<'_> {
                 Step::UpdateDatabase => self.step_update_database().await?,
                 Step::Resume => self.step_resume().await?,
                 Step::Rollback => self.step_rollback().await?,
+                Step::HorizontalScale => self.step_horizontal_scale().await?,
+                Step::UpdateReplicas => self.step_update_replicas().await?,
+                Step::UpdatePetSetResources => self.step_update_petset_resources().await?,
+                Step::UpdateResources => self.step_update_resources().await?,
                 Step::Done => {
                     // A final condition exists but the phase was not written: finish again.
                     let (phase, reason, message) = self.final_from_conditions();

@@ -22,6 +22,15 @@ impl Run<'_> {
                 plan::target_version(&self.req).unwrap_or("")
             ),
             OpsRequestType::Restart => format!("the pods of Pgpool {} were restarted", self.pgpool),
+            OpsRequestType::HorizontalScaling => format!(
+                "Pgpool {} was scaled to {} replicas",
+                self.pgpool,
+                plan::target_replicas(&self.req).unwrap_or_default()
+            ),
+            OpsRequestType::VerticalScaling => format!(
+                "the pods of Pgpool {} run with the new resources",
+                self.pgpool
+            ),
         };
         self.finish(OpsRequestPhase::Successful, "Successful", message)
             .await?;

@@ -9,22 +9,30 @@
 //! and failures, [`rollback`]). They stand on [`run`] (the request's conditions, status
 //! writes, deadlines and events) and [`cluster`] (the objects the steps act on), which use
 //! `operator_kit::api` (status codes, get-modify-replace) and `operator_kit::finalizers`.
-//! [`retry`] holds the error and eviction backoffs (`operator_kit::backoff`).
+//! [`retry`] holds the error and eviction backoffs (`operator_kit::backoff`). The scaling
+//! types add [`horizontal_scale`], [`update_replicas`], [`update_petset_resources`],
+//! [`update_resources`] and [`rollback_scaling`], with their writes in [`cluster_scaling`].
 
 mod cluster;
+mod cluster_scaling;
 mod context;
 mod driver;
 mod error;
 mod finish;
+mod horizontal_scale;
 mod mappers;
 mod pause;
 mod queue;
 mod restart_pods;
 mod retry;
 mod rollback;
+mod rollback_scaling;
 mod run;
 mod update_database;
+mod update_petset_resources;
 mod update_petsets;
+mod update_replicas;
+mod update_resources;
 mod validate;
 mod wiring;
 

@@ -25,6 +25,7 @@ impl Run<'_> {
                 }
             },
             OpsRequestType::Restart => None,
+            OpsRequestType::HorizontalScaling | OpsRequestType::VerticalScaling => None,
         };
         let petset = names::petset(&self.pgpool);
         // Each pass acts on the first pod that is not done; after acting, look again.

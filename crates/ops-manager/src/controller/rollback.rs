@@ -22,6 +22,14 @@ impl Run<'_> {
         };
         let mut message = rb.message.clone();
         let paused = conditions::is_true(self.conds(), ops::DATABASE_PAUSE_SUCCEEDED);
+        if paused && let Some(state) = self.rollback_scaling(&rb).await? {
+            match state {
+                RollbackState::Wait(d) => return Ok(Flow::Wait(d)),
+                RollbackState::Finished(note) => {
+                    message = format!("{message}; {note}");
+                }
+            }
+        }
         if self.t == OpsRequestType::UpdateVersion && paused {
             match self.rollback_update(&rb).await? {
                 RollbackState::Wait(d) => return Ok(Flow::Wait(d)),

@@ -73,6 +73,18 @@ impl Run<'_> {
                             self.pgpool
                         )
                     }
+                    OpsRequestType::HorizontalScaling => {
+                        format!(
+                            "scaling Pgpool {} from {from} to {to} replicas",
+                            self.pgpool
+                        )
+                    }
+                    OpsRequestType::VerticalScaling => {
+                        format!(
+                            "changing the resources of the pgpool container of Pgpool {}",
+                            self.pgpool
+                        )
+                    }
                 };
                 self.set(start, conditions::TRUE, self.t.as_str(), &message);
                 // The pause handshake starts right away: record it in the same write (before

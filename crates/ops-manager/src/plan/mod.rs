@@ -9,6 +9,7 @@ mod eviction;
 mod images;
 mod pods;
 mod queue;
+mod scaling;
 mod steps;
 mod validation;
 
@@ -19,7 +20,12 @@ pub use pods::{
     pod_terminating, recorded_uid, rollback_pod_step,
 };
 pub use queue::{QueueDecision, phase_of, queue_decision, queue_order};
-pub use steps::{SKIPPED, Step, next_step, start_condition};
+pub use scaling::{
+    ScaleAction, ScalingCheck, budget_min_available, lowered_budget, ordinal_of, pod_on_resources,
+    recorded_resources, resources_message, scale_action, set_spec_resources, spec_resources,
+    target_replicas, target_resources, validate_scaling,
+};
+pub use steps::{SKIPPED, Step, next_scaling_step, next_step, start_condition};
 pub use validation::{
     ValidationInput, Verdict, not_ready_message, pgpool_ready, target_version, validate,
 };

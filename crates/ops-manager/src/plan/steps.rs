@@ -26,6 +26,15 @@ pub enum Step {
     Rollback,
     /// Nothing left (a final condition exists).
     Done,
+    /// HorizontalScaling: set the PetSet's replicas; evict the highest pods or wait for the
+    /// new ones to be Ready.
+    HorizontalScale,
+    /// HorizontalScaling: set the Pgpool's `spec.replicas`.
+    UpdateReplicas,
+    /// VerticalScaling: set the resources of the PetSet's `pgpool` container.
+    UpdatePetSetResources,
+    /// VerticalScaling: record the resources in the Pgpool's `spec.podTemplate`.
+    UpdateResources,
 }
 
 /// The first condition type of a request of this type.
@@ -33,6 +42,8 @@ pub fn start_condition(t: OpsRequestType) -> &'static str {
     match t {
         OpsRequestType::UpdateVersion => ops::UPDATE_VERSION,
         OpsRequestType::Restart => ops::RESTART,
+        OpsRequestType::HorizontalScaling => ops::HORIZONTAL_SCALING,
+        OpsRequestType::VerticalScaling => ops::VERTICAL_SCALING,
     }
 }
 
@@ -50,6 +61,8 @@ pub fn next_step(t: OpsRequestType, conds: &[Condition]) -> Step {
         Step::Validate
     } else if !is_true(conds, ops::DATABASE_PAUSE_SUCCEEDED) {
         Step::Pause
+    } else if let Some(step) = next_scaling_step(t, conds) {
+        step
     } else if update && !is_true(conds, ops::UPDATE_PETSETS) {
         Step::UpdatePetSets
     } else if !is_true(conds, ops::RESTART_PODS) {
@@ -58,6 +71,34 @@ pub fn next_step(t: OpsRequestType, conds: &[Condition]) -> Step {
         Step::UpdateDatabase
     } else {
         Step::Resume
+    }
+}
+
+/// The steps of the scaling types after the pause, or `None` for the other types.
+pub fn next_scaling_step(t: OpsRequestType, conds: &[Condition]) -> Option<Step> {
+    use conditions::is_true;
+    match t {
+        OpsRequestType::HorizontalScaling => Some(
+            if !is_true(conds, ops::HORIZONTAL_SCALE_UP)
+                && !is_true(conds, ops::HORIZONTAL_SCALE_DOWN)
+            {
+                Step::HorizontalScale
+            } else if !is_true(conds, ops::UPDATE_DATABASE) {
+                Step::UpdateReplicas
+            } else {
+                Step::Resume
+            },
+        ),
+        OpsRequestType::VerticalScaling => Some(if !is_true(conds, ops::UPDATE_PETSETS) {
+            Step::UpdatePetSetResources
+        } else if !is_true(conds, ops::RESTART_PODS) {
+            Step::RestartPods
+        } else if !is_true(conds, ops::UPDATE_DATABASE) {
+            Step::UpdateResources
+        } else {
+            Step::Resume
+        }),
+        _ => None,
     }
 }
 

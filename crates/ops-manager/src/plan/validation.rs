@@ -4,10 +4,13 @@ use pgpool_api::constraints::{self, Decision};
 use pgpool_api::ops::ApplyPolicy;
 use pgpool_api::{OpsRequestType, Pgpool, PgpoolOpsRequest, PgpoolPhase, PgpoolVersion};
 
+use super::scaling::ScalingCheck;
+
 /// The outcome of validating a request against the cluster's objects.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Go ahead. For Restart, `from` and `to` are both the current version.
+    /// Go ahead. For Restart and VerticalScaling, `from` and `to` are both the current
+    /// version; for HorizontalScaling they are the replica counts.
     Proceed {
         /// The Pgpool's version now.
         from: String,
@@ -94,6 +97,7 @@ pub fn validate(input: ValidationInput<'_>) -> Verdict {
         };
     };
     let current_name = pp.spec.version.as_str();
+    let mut from = current_name.to_string();
     let to = match req.spec.type_ {
         OpsRequestType::Restart => current_name.to_string(),
         OpsRequestType::UpdateVersion => {
@@ -180,6 +184,16 @@ pub fn validate(input: ValidationInput<'_>) -> Verdict {
             }
             target_name.to_string()
         }
+        OpsRequestType::HorizontalScaling | OpsRequestType::VerticalScaling => {
+            match super::scaling::validate_scaling(req, pp) {
+                ScalingCheck::Go { from: f, to } => {
+                    from = f;
+                    to
+                }
+                ScalingCheck::AlreadyDone(message) => return Verdict::AlreadyDone { message },
+                ScalingCheck::Fail(reason, message) => return Verdict::Fail { reason, message },
+            }
+        }
     };
     if pp.spec.is_halted() {
         return halted(pp_name);
@@ -192,10 +206,7 @@ pub fn validate(input: ValidationInput<'_>) -> Verdict {
             ),
         };
     }
-    Verdict::Proceed {
-        from: current_name.to_string(),
-        to,
-    }
+    Verdict::Proceed { from, to }
 }
 
 fn halted(pp_name: &str) -> Verdict {
