@@ -9,6 +9,8 @@
 //! - [`load`]: a client that keeps a PostgreSQL endpoint busy (a new connection per query at a
 //!   fixed rate, plus long sessions) and reports failures, gaps and cut sessions per window
 //!   (`tests/update_under_load.rs`).
+//! - [`scenario`]: what the scenarios under load share (catalog, credentials, the load
+//!   client's address, cleanup); `tests/day2_operations.rs` runs the day-2 requests.
 
 pub mod charts;
 pub mod cluster;
@@ -16,4 +18,5 @@ pub mod kubelet;
 pub mod load;
 pub mod metrics;
 pub mod psql;
+pub mod scenario;
 pub mod wait;

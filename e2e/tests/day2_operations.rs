@@ -17,18 +17,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use e2e::cluster::Cluster;
-use e2e::load::{LoadClient, LoadConfig, UpdateOutcome, judge, pod_restarts, read_catalog};
+use e2e::load::{LoadClient, LoadConfig, UpdateOutcome, judge, pod_restarts};
+use e2e::scenario::{
+    LOAD_ENV, apply_catalog, backend_credentials, delete_and_wait, load_address, max_pod_restart,
+};
 use e2e::{cluster, wait};
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{Pod, PodSpec, ResourceRequirements, Secret, Service};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Resource};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, ResourceRequirements};
+use kube::Api;
+use kube::api::PostParams;
 use pgpool_api::conditions::{self, ops};
 use pgpool_api::quantity::same_resources;
-use pgpool_api::{
-    AppBinding, OpsRequestPhase, PetSet, Pgpool, PgpoolOpsRequest, PgpoolPhase, PgpoolVersion,
-    names,
-};
+use pgpool_api::{OpsRequestPhase, PetSet, Pgpool, PgpoolOpsRequest, PgpoolPhase, names};
 
 /// The Pgpool of the examples.
 const PGPOOL: &str = "pp-update";
@@ -36,9 +36,6 @@ const PGPOOL: &str = "pp-update";
 const REPLICAS: i32 = 2;
 /// The catalog entry it runs (one of the local catalog's real pgpool-II lines).
 const SOURCE: &str = "4.7.3";
-const CATALOG_ENV: &str = "E2E_LOAD_CATALOG";
-const ADDR_ENV: &str = "E2E_PGPOOL_ADDR";
-const LOAD_ENV: &str = "E2E_LOAD";
 
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
 const STEP_TIMEOUT: Duration = Duration::from_secs(900);
@@ -91,7 +88,7 @@ async fn run(cluster: &Cluster, started: Instant) -> anyhow::Result<()> {
     let ns = &cluster.namespace;
     let client = &cluster.client;
     say(started, "apply the scenario's catalog");
-    apply_catalog(client).await?;
+    apply_catalog(client, &[SOURCE], "e2e-day2-operations").await?;
     say(started, "clean up what an earlier run left");
     cleanup(cluster).await?;
 
@@ -117,13 +114,7 @@ async fn run(cluster: &Cluster, started: Instant) -> anyhow::Result<()> {
     wait_settled(cluster).await?;
     wait_pods(cluster, REPLICAS, |_| true).await?;
 
-    let (host, port) = match std::env::var(ADDR_ENV)
-        .ok()
-        .filter(|a| !a.trim().is_empty())
-    {
-        Some(addr) => LoadConfig::split_addr(addr.trim())?,
-        None => service_address(client, ns).await?,
-    };
+    let (host, port) = load_address(client, ns, PGPOOL).await?;
     say(
         started,
         &format!("start the load client through {host}:{port}"),
@@ -382,92 +373,6 @@ fn ready(p: &Pod) -> bool {
         })
 }
 
-/// `E2E_MAX_POD_RESTART_SECONDS`, as in the update scenario.
-fn max_pod_restart() -> anyhow::Result<Option<Duration>> {
-    match std::env::var("E2E_MAX_POD_RESTART_SECONDS") {
-        Ok(v) => Ok(Some(Duration::from_secs(v.parse().with_context(|| {
-            format!("E2E_MAX_POD_RESTART_SECONDS={v} is not a number of seconds")
-        })?))),
-        Err(_) => Ok(None),
-    }
-}
-
-/// Server-side applies every PgpoolVersion of the scenario's catalog file.
-async fn apply_catalog(client: &kube::Client) -> anyhow::Result<()> {
-    let path = std::env::var(CATALOG_ENV)
-        .ok()
-        .filter(|p| !p.trim().is_empty())
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| e2e::charts::workspace_root().join("e2e/manifests/local/catalog.yaml"));
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let versions = read_catalog(&text).with_context(|| format!("parsing {}", path.display()))?;
-    ensure!(
-        versions
-            .iter()
-            .any(|v| v.metadata.name.as_deref() == Some(SOURCE)),
-        "{} has no PgpoolVersion {SOURCE}",
-        path.display()
-    );
-    let api: Api<PgpoolVersion> = Api::all(client.clone());
-    let params = PatchParams::apply("e2e-day2-operations").force();
-    for v in &versions {
-        let name = v.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &params, &Patch::Apply(v))
-            .await
-            .with_context(|| format!("applying PgpoolVersion {name}"))?;
-    }
-    Ok(())
-}
-
-/// The AppBinding's user and password (from its Secret; never printed).
-async fn backend_credentials(
-    client: &kube::Client,
-    ns: &str,
-    binding: &str,
-) -> anyhow::Result<(String, String)> {
-    let binding = Api::<AppBinding>::namespaced(client.clone(), ns)
-        .get(binding)
-        .await
-        .with_context(|| format!("AppBinding {ns}/{binding}: apply e2e/manifests/"))?;
-    let secret_name = binding
-        .spec
-        .secret
-        .as_ref()
-        .map(|s| s.name.clone())
-        .context("the AppBinding names no Secret")?;
-    let secret = Api::<Secret>::namespaced(client.clone(), ns)
-        .get(&secret_name)
-        .await
-        .with_context(|| format!("reading Secret {secret_name}"))?;
-    let key = |k: &str| -> anyhow::Result<String> {
-        let data = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(k))
-            .with_context(|| format!("Secret {secret_name} has no key {k}"))?;
-        String::from_utf8(data.0.clone())
-            .with_context(|| format!("Secret {secret_name} key {k} is not UTF-8"))
-    };
-    Ok((key("username")?, key("password")?))
-}
-
-/// The Pgpool Service's ClusterIP and client port.
-async fn service_address(client: &kube::Client, ns: &str) -> anyhow::Result<(String, u16)> {
-    let name = names::primary_service(PGPOOL);
-    let service = Api::<Service>::namespaced(client.clone(), ns)
-        .get(&name)
-        .await
-        .with_context(|| format!("reading Service {name}"))?;
-    let ip = service
-        .spec
-        .as_ref()
-        .and_then(|s| s.cluster_ip.clone())
-        .filter(|ip| !ip.is_empty() && ip != "None")
-        .with_context(|| format!("Service {name} has no ClusterIP; set {ADDR_ENV}=host:port"))?;
-    Ok((ip, u16::try_from(names::PORT_PRIMARY)?))
-}
-
 /// Deletes the step requests and the Pgpool of an earlier run.
 async fn cleanup(cluster: &Cluster) -> anyhow::Result<()> {
     let requests: Api<PgpoolOpsRequest> =
@@ -475,27 +380,11 @@ async fn cleanup(cluster: &Cluster) -> anyhow::Result<()> {
     for step in STEPS {
         let request: PgpoolOpsRequest = cluster::example(step.example, &cluster.namespace)?;
         let name = request.metadata.name.unwrap_or_default();
-        if delete_if_exists(&requests, &name).await? {
-            wait::until_gone(&requests, &name, CLEANUP_TIMEOUT).await?;
-        }
+        delete_and_wait(&requests, &name, CLEANUP_TIMEOUT).await?;
     }
-    if delete_if_exists(&pgpools(cluster), PGPOOL).await? {
-        wait::until_gone(&pgpools(cluster), PGPOOL, CLEANUP_TIMEOUT)
-            .await
-            .context("is the provisioner running? it removes the finalizer")?;
-    }
-    Ok(())
-}
-
-async fn delete_if_exists<K>(api: &Api<K>, name: &str) -> anyhow::Result<bool>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("deleting {name}")),
-    }
+    delete_and_wait(&pgpools(cluster), PGPOOL, CLEANUP_TIMEOUT)
+        .await
+        .context("is the provisioner running? it removes the finalizer")
 }
 
 /// Every step's example is an ops request of a distinct type that parses.

@@ -24,19 +24,20 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, bail};
 use e2e::cluster::Cluster;
 use e2e::kubelet::SimulatedKubelet;
 use e2e::load::{LoadClient, LoadConfig, UpdateOutcome, judge, pod_restarts, read_catalog};
+use e2e::scenario::{
+    LOAD_ENV, apply_catalog, backend_credentials, delete_and_wait, load_address, max_pod_restart,
+};
 use e2e::{cluster, wait};
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Resource};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::PostParams;
 use pgpool_api::conditions::{self, ops};
 use pgpool_api::ops::UpdateVersionSpec;
-use pgpool_api::{
-    AppBinding, OpsRequestPhase, Pgpool, PgpoolOpsRequest, PgpoolPhase, PgpoolVersion, names,
-};
+use pgpool_api::{OpsRequestPhase, Pgpool, PgpoolOpsRequest, PgpoolPhase, PgpoolVersion, names};
 
 /// The Pgpool of this scenario (not the one of `update_version.rs`, so both can run).
 const PGPOOL: &str = "pp-load";
@@ -48,12 +49,6 @@ const UPDATES: [&str; 2] = ["4.6.1", "4.7.3"];
 const CRASH: &str = "4.7.3-crash";
 /// The crashing request's step timeout, so that it fails within minutes.
 const CRASH_TIMEOUT: &str = "2m";
-/// Path of another catalog file with the same entry names (real images on a real cluster).
-const CATALOG_ENV: &str = "E2E_LOAD_CATALOG";
-/// `host:port` of the Pgpool Service as this process reaches it.
-const ADDR_ENV: &str = "E2E_PGPOOL_ADDR";
-/// Runs the scenario at all (`1`).
-const LOAD_ENV: &str = "E2E_LOAD";
 
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
 const UPDATE_TIMEOUT: Duration = Duration::from_secs(900);
@@ -88,7 +83,12 @@ async fn run(cluster: &Cluster, started: Instant) -> anyhow::Result<()> {
     let ns = &cluster.namespace;
     let client = &cluster.client;
     step(started, "apply the scenario's catalog");
-    apply_catalog(client).await?;
+    apply_catalog(
+        client,
+        &[SOURCE, UPDATES[0], UPDATES[1], CRASH],
+        "e2e-update-under-load",
+    )
+    .await?;
 
     let mut pgpool: Pgpool = cluster::example("pgpool.yaml", ns)?;
     pgpool.metadata.name = Some(PGPOOL.to_string());
@@ -118,13 +118,7 @@ async fn run(cluster: &Cluster, started: Instant) -> anyhow::Result<()> {
         .context("creating the Pgpool")?;
     wait_ready_on(cluster, SOURCE).await?;
 
-    let (host, port) = match std::env::var(ADDR_ENV)
-        .ok()
-        .filter(|a| !a.trim().is_empty())
-    {
-        Some(addr) => LoadConfig::split_addr(addr.trim())?,
-        None => service_address(client, ns).await?,
-    };
+    let (host, port) = load_address(client, ns, PGPOOL).await?;
     step(
         started,
         &format!("start the load client through {host}:{port}"),
@@ -206,17 +200,6 @@ async fn run(cluster: &Cluster, started: Instant) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `E2E_MAX_POD_RESTART_SECONDS`: the longest a successful update may take to replace one pod
-/// (unset: no bound; `scripts/e2e-local.sh` sets it, a real cluster's image pulls vary).
-fn max_pod_restart() -> anyhow::Result<Option<Duration>> {
-    match std::env::var("E2E_MAX_POD_RESTART_SECONDS") {
-        Ok(v) => Ok(Some(Duration::from_secs(v.parse().with_context(|| {
-            format!("E2E_MAX_POD_RESTART_SECONDS={v} is not a number of seconds")
-        })?))),
-        Err(_) => Ok(None),
-    }
-}
-
 /// Creates the UpdateVersion request `name` to `target` inside a load window, waits for its
 /// end, and returns what it showed.
 async fn update(
@@ -279,88 +262,6 @@ async fn update(
     })
 }
 
-/// Server-side applies every PgpoolVersion of the scenario's catalog file.
-async fn apply_catalog(client: &kube::Client) -> anyhow::Result<()> {
-    let path = std::env::var(CATALOG_ENV)
-        .ok()
-        .filter(|p| !p.trim().is_empty())
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| e2e::charts::workspace_root().join("e2e/manifests/local/catalog.yaml"));
-    let versions = read_catalog(
-        &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
-    )
-    .with_context(|| format!("parsing {}", path.display()))?;
-    for name in std::iter::once(SOURCE).chain(UPDATES).chain([CRASH]) {
-        ensure!(
-            versions
-                .iter()
-                .any(|v| v.metadata.name.as_deref() == Some(name)),
-            "{} has no PgpoolVersion {name}",
-            path.display()
-        );
-    }
-    let api: Api<PgpoolVersion> = Api::all(client.clone());
-    let params = PatchParams::apply("e2e-update-under-load").force();
-    for v in &versions {
-        let name = v.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &params, &Patch::Apply(v))
-            .await
-            .with_context(|| format!("applying PgpoolVersion {name}"))?;
-    }
-    Ok(())
-}
-
-/// The AppBinding's user and password (from its Secret; never printed).
-async fn backend_credentials(
-    client: &kube::Client,
-    ns: &str,
-    binding: &str,
-) -> anyhow::Result<(String, String)> {
-    let bindings: Api<AppBinding> = Api::namespaced(client.clone(), ns);
-    let binding = bindings
-        .get(binding)
-        .await
-        .with_context(|| format!("AppBinding {ns}/{binding}: apply e2e/manifests/"))?;
-    let secret_name = binding
-        .spec
-        .secret
-        .as_ref()
-        .map(|s| s.name.clone())
-        .context("the AppBinding names no Secret")?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let secret = secrets
-        .get(&secret_name)
-        .await
-        .with_context(|| format!("reading Secret {secret_name}"))?;
-    let key = |k: &str| -> anyhow::Result<String> {
-        let data = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(k))
-            .with_context(|| format!("Secret {secret_name} has no key {k}"))?;
-        String::from_utf8(data.0.clone())
-            .with_context(|| format!("Secret {secret_name} key {k} is not UTF-8"))
-    };
-    Ok((key("username")?, key("password")?))
-}
-
-/// The Pgpool Service's ClusterIP and client port.
-async fn service_address(client: &kube::Client, ns: &str) -> anyhow::Result<(String, u16)> {
-    let services: Api<Service> = Api::namespaced(client.clone(), ns);
-    let name = names::primary_service(PGPOOL);
-    let service = services
-        .get(&name)
-        .await
-        .with_context(|| format!("reading Service {name}"))?;
-    let ip = service
-        .spec
-        .as_ref()
-        .and_then(|s| s.cluster_ip.clone())
-        .filter(|ip| !ip.is_empty() && ip != "None")
-        .with_context(|| format!("Service {name} has no ClusterIP; set {ADDR_ENV}=host:port"))?;
-    Ok((ip, u16::try_from(names::PORT_PRIMARY)?))
-}
-
 /// Deletes the requests and the Pgpool of an earlier run.
 async fn cleanup(cluster: &Cluster) -> anyhow::Result<()> {
     let requests: Api<PgpoolOpsRequest> =
@@ -371,28 +272,12 @@ async fn cleanup(cluster: &Cluster) -> anyhow::Result<()> {
         .chain([format!("{PGPOOL}-to-crash")])
         .collect();
     for name in &names_ {
-        if delete_if_exists(&requests, name).await? {
-            wait::until_gone(&requests, name, CLEANUP_TIMEOUT).await?;
-        }
+        delete_and_wait(&requests, name, CLEANUP_TIMEOUT).await?;
     }
     let pgpools: Api<Pgpool> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    if delete_if_exists(&pgpools, PGPOOL).await? {
-        wait::until_gone(&pgpools, PGPOOL, CLEANUP_TIMEOUT)
-            .await
-            .context("is the provisioner running? it removes the finalizer")?;
-    }
-    Ok(())
-}
-
-async fn delete_if_exists<K>(api: &Api<K>, name: &str) -> anyhow::Result<bool>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("deleting {name}")),
-    }
+    delete_and_wait(&pgpools, PGPOOL, CLEANUP_TIMEOUT)
+        .await
+        .context("is the provisioner running? it removes the finalizer")
 }
 
 /// Waits until the Pgpool is Ready on catalog entry `version` and all its pods are Ready and

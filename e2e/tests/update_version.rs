@@ -26,6 +26,7 @@ use e2e::cluster::{self, Cluster};
 use e2e::kubelet::SimulatedKubelet;
 use e2e::metrics::{self, Endpoint};
 use e2e::psql::{self, QueryLoop, Target};
+use e2e::scenario::delete_if_exists;
 use e2e::wait;
 use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
 use k8s_openapi::api::core::v1::{Container, Pod};
@@ -38,8 +39,6 @@ use pgpool_api::{
     AppBinding, OpsRequestPhase, PetSet, Pgpool, PgpoolOpsRequest, PgpoolPhase, PgpoolVersion,
     names,
 };
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 /// The catalog entry of the failing update.
 const BROKEN_VERSION: &str = "4.6.0-broken";
@@ -685,17 +684,6 @@ async fn metric_at_least(
             "{name}{labels:?} is {last} after {} s, expected at least 1 ({endpoint:?})",
             METRICS_TIMEOUT.as_secs()
         ),
-    }
-}
-
-async fn delete_if_exists<K>(api: &Api<K>, name: &str) -> anyhow::Result<bool>
-where
-    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
-{
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("deleting {name}")),
     }
 }
 
