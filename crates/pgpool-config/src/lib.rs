@@ -24,6 +24,7 @@ mod checks;
 mod contract;
 mod error;
 mod input;
+mod overrides;
 mod parameters;
 mod pgpool_conf;
 mod secrets;
@@ -48,6 +49,7 @@ pub use contract::{
 };
 pub use error::ConfigError;
 pub use input::{Backend, ClientAuthMode, Paths, RenderInput, pgpool_args};
+pub use overrides::{check_override, check_overrides, render_problem};
 pub use parameters::{
     DEFAULT_MAX_POOL, DEFAULT_NUM_INIT_CHILDREN, DEFAULT_PCP_PORT, DEFAULT_PORT,
     MANAGED_PARAMETERS, MAX_BACKENDS, PRIMARY_FLAG, STANDBY_FLAG,

@@ -10,4 +10,5 @@ mod tests;
 
 pub use parse::parse_pgpool_conf;
 pub use syntax::Value;
+pub(crate) use syntax::is_valid_key;
 pub(crate) use write::render_pgpool_conf;
