@@ -36,12 +36,16 @@ use serde::{Deserialize, Serialize};
     {
         "rule": "self.type != 'UpdateVersion' || has(self.updateVersion)",
         "message": "spec.updateVersion.targetVersion is required when spec.type is UpdateVersion"
+    },
+    {
+        "rule": "self.type != 'Reconfigure' || has(self.configuration)",
+        "message": "spec.configuration is required when spec.type is Reconfigure"
     }
 ]))]
 pub struct PgpoolOpsRequestSpec {
     /// The Pgpool, in the same namespace.
     pub database_ref: LocalRef,
-    /// The operation: UpdateVersion or Restart.
+    /// The operation: UpdateVersion, Restart, Reconfigure or RotateAuth.
     #[serde(rename = "type")]
     pub type_: OpsRequestType,
     /// Settings of an UpdateVersion request.
@@ -63,6 +67,12 @@ pub struct PgpoolOpsRequestSpec {
     )]
     #[schemars(range(min = 0, max = 10))]
     pub max_retries: Option<i32>,
+    /// Settings of a Reconfigure request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<crate::ops_config::ReconfigurationSpec>,
+    /// Settings of a RotateAuth request (optional: without them a new password is generated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<crate::ops_config::AuthenticationSpec>,
 }
 
 fn default_apply() -> Option<ApplyPolicy> {
@@ -108,16 +118,27 @@ pub enum OpsRequestType {
     UpdateVersion,
     /// Restart the pods one by one.
     Restart,
+    /// Change the Pgpool's pgpool.conf overrides and restart the pods one by one.
+    Reconfigure,
+    /// Change the pcp credentials and restart the pods one by one.
+    RotateAuth,
 }
 
 impl OpsRequestType {
     /// All types, for metrics.
-    pub const ALL: [OpsRequestType; 2] = [OpsRequestType::UpdateVersion, OpsRequestType::Restart];
+    pub const ALL: [OpsRequestType; 4] = [
+        OpsRequestType::UpdateVersion,
+        OpsRequestType::Restart,
+        OpsRequestType::Reconfigure,
+        OpsRequestType::RotateAuth,
+    ];
     /// The type's name.
     pub fn as_str(self) -> &'static str {
         match self {
             OpsRequestType::UpdateVersion => "UpdateVersion",
             OpsRequestType::Restart => "Restart",
+            OpsRequestType::Reconfigure => "Reconfigure",
+            OpsRequestType::RotateAuth => "RotateAuth",
         }
     }
 }

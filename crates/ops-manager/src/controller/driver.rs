@@ -87,6 +87,9 @@ impl Run<'_> {
                 Step::UpdateDatabase => self.step_update_database().await?,
                 Step::Resume => self.step_resume().await?,
                 Step::Rollback => self.step_rollback().await?,
+                Step::UpdateConfiguration => self.step_update_configuration().await?,
+                Step::UpdateCredential => self.step_update_credential().await?,
+                Step::UpdatePetSetConfig => self.step_update_petset_config().await?,
                 Step::Done => {
                     // A final condition exists but the phase was not written: finish again.
                     let (phase, reason, message) = self.final_from_conditions();

@@ -22,6 +22,12 @@ impl Run<'_> {
                 plan::target_version(&self.req).unwrap_or("")
             ),
             OpsRequestType::Restart => format!("the pods of Pgpool {} were restarted", self.pgpool),
+            OpsRequestType::Reconfigure => {
+                format!("Pgpool {} runs its new configuration", self.pgpool)
+            }
+            OpsRequestType::RotateAuth => {
+                format!("Pgpool {} runs its new pcp credentials", self.pgpool)
+            }
         };
         self.finish(OpsRequestPhase::Successful, "Successful", message)
             .await?;

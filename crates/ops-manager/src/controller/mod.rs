@@ -12,6 +12,8 @@
 //! [`retry`] holds the error and eviction backoffs (`operator_kit::backoff`).
 
 mod cluster;
+mod config_checks;
+mod config_objects;
 mod context;
 mod driver;
 mod error;
@@ -22,8 +24,12 @@ mod queue;
 mod restart_pods;
 mod retry;
 mod rollback;
+mod rollback_config;
 mod run;
+mod update_configuration;
+mod update_credential;
 mod update_database;
+mod update_petset_config;
 mod update_petsets;
 mod validate;
 mod wiring;

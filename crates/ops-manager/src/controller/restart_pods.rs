@@ -24,7 +24,9 @@ impl Run<'_> {
                     return self.fail_step("VersionNotFound", msg).await;
                 }
             },
-            OpsRequestType::Restart => None,
+            OpsRequestType::Restart | OpsRequestType::Reconfigure | OpsRequestType::RotateAuth => {
+                None
+            }
         };
         let petset = names::petset(&self.pgpool);
         // Each pass acts on the first pod that is not done; after acting, look again.
