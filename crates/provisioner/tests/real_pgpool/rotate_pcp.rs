@@ -1,6 +1,8 @@
-//! RotateAuth on the real binaries: pgpool reads `pcp.conf` at start. After the rotation the
-//! pod restarts with the newly rendered files: the old pcp password is refused and the new
-//! one works, on every installed release line.
+//! RotateAuth on the real binaries: a pgpool started with the files rendered for the old
+//! pcp password takes it and refuses the new one; restarted with the files rendered after
+//! the rotation, it takes the new one and refuses the old, on every installed release line.
+//! (pcp reads `pcp.conf` at each connection, see `reload.rs`; the pods restart anyway, so
+//! that every pod runs the PetSet's revision with the new config hash.)
 
 use std::fs;
 use std::path::Path;
