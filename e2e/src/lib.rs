@@ -9,9 +9,12 @@
 //! - [`load`]: a client that keeps a PostgreSQL endpoint busy (a new connection per query at a
 //!   fixed rate, plus long sessions) and reports failures, gaps and cut sessions per window
 //!   (`tests/update_under_load.rs`).
+//! - [`day2_config`]: what a Successful Reconfigure and RotateAuth must have changed, checked
+//!   through the Pgpool Service (steps of the day-2 scenario).
 
 pub mod charts;
 pub mod cluster;
+pub mod day2_config;
 pub mod kubelet;
 pub mod load;
 pub mod metrics;
