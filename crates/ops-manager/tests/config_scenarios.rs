@@ -335,3 +335,40 @@ async fn rotate_auth_to_the_users_secret_and_refused_when_externally_managed() {
     );
     ops.stop().await;
 }
+
+#[tokio::test]
+async fn rotate_auth_that_cannot_restart_a_pod_puts_the_old_password_back() {
+    let env = Env::new(kubelet()).await;
+    env.ready_pgpool("pgpool", "4.5.3", 1, false).await;
+    let before = settled(&env, "pgpool", 1).await;
+    let old = text(&auth_secret(&env, "pgpool-auth").await, "password");
+    env.create_pdb("no-disruption", "pgpool", 1).await;
+    let ops = OpsManager::start(&env.server).await;
+    env.create_request(
+        "ra",
+        json!({"type": "RotateAuth", "databaseRef": {"name": "pgpool"}, "timeout": "3s"}),
+    )
+    .await;
+    let req = env.wait_final("ra", LIMIT).await;
+    assert_eq!(phase(&req), Some(OpsRequestPhase::Failed));
+    assert!(
+        condition(&req, ops::UPDATE_CREDENTIAL).is_some_and(|c| c.status == conditions::TRUE),
+        "the password was rotated before the failure: {:?}",
+        condition_types(&req)
+    );
+    let auth = auth_secret(&env, "pgpool-auth").await;
+    assert_eq!(text(&auth, "password"), old);
+    assert!(
+        auth.data
+            .as_ref()
+            .is_some_and(|d| !d.contains_key("password.prev"))
+    );
+    let after = settled(&env, "pgpool", 1).await;
+    assert_eq!(after, before, "the previous pcp.conf is back");
+    let config = secrets(&env)
+        .get(&names::config_secret("pgpool"))
+        .await
+        .expect("config");
+    assert!(text(&config, "pcp.conf").contains(&pgpool_config::pcp_md5(&old)));
+    ops.stop().await;
+}

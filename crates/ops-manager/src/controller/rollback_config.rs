@@ -62,10 +62,24 @@ impl Run<'_> {
             )));
         };
         let generation = pp.metadata.generation.unwrap_or_default();
+        // a password put back changes no generation: wait for pcp.conf to hold it
+        let credentials = match self.t {
+            OpsRequestType::RotateAuth => self
+                .fetch_secret(&pp.auth_secret_name())
+                .await?
+                .as_ref()
+                .and_then(plan::credentials),
+            _ => None,
+        };
         let secret = self.config_secret().await?;
         let hash = secret
             .as_ref()
             .filter(|s| plan::rendered_since(s, generation))
+            .filter(|s| {
+                credentials
+                    .as_ref()
+                    .is_none_or(|(user, password)| plan::pcp_rendered(s, user, password))
+            })
             .and_then(plan::rendered_hash);
         let Some(hash) = hash else {
             return Ok(RollbackState::Wait(left.min(RENDER_POLL)));
