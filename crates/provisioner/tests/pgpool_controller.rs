@@ -536,13 +536,23 @@ async fn pause_stops_all_child_writes() {
     });
     let (_, records) = provisioner_writes(&env, &mark);
     assert_eq!(child_writes, 0, "writes while paused:\n{records}");
-    let generation = env.api::<Pgpool>().get(NAME).await.unwrap().metadata.generation;
+    let generation = env
+        .api::<Pgpool>()
+        .get(NAME)
+        .await
+        .unwrap()
+        .metadata
+        .generation;
     let config = env.api::<Secret>().get("pp-update-config").await.unwrap();
     let rendered = config
         .annotations()
         .get(names::ANNOTATION_RENDERED_GENERATION)
         .cloned();
-    assert_eq!(rendered, generation.map(|g| g.to_string()), "rendered while paused");
+    assert_eq!(
+        rendered,
+        generation.map(|g| g.to_string()),
+        "rendered while paused"
+    );
     assert!(
         env.api::<Service>()
             .get_opt("pp-update-pods")

@@ -15,12 +15,14 @@ fn reconfigure(configuration: serde_json::Value) -> PgpoolOpsRequest {
 }
 
 fn secret(data: &[(&str, &str)], annotations: &[(&str, &str)]) -> Secret {
-    let mut s = Secret::default();
-    s.data = Some(
-        data.iter()
-            .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-            .collect(),
-    );
+    let mut s = Secret {
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Secret::default()
+    };
     s.metadata.annotations = Some(
         annotations
             .iter()
