@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::ops::LocalRef;
+use k8s_openapi::api::core::v1::LocalObjectReference;
 
 /// The file `applyConfig` may hold: the only configuration file users override.
 pub const APPLY_CONFIG_FILE: &str = "pgpool.conf";
 
 /// Reconfigure settings: a new configuration Secret, overrides merged over the current ones,
 /// or the removal of every user override.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
@@ -33,7 +33,7 @@ pub struct ReconfigurationSpec {
     /// A Secret in the Pgpool's namespace whose key `pgpool.conf` holds the new overrides; it
     /// replaces the Pgpool's configuration Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config_secret: Option<LocalRef>,
+    pub config_secret: Option<LocalObjectReference>,
     /// Overrides by file name (only `pgpool.conf`), merged over the current ones.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub apply_config: BTreeMap<String, String>,
@@ -51,12 +51,12 @@ impl ReconfigurationSpec {
 }
 
 /// RotateAuth settings.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthenticationSpec {
     /// A basic-auth Secret (keys `username`, `password`) in the Pgpool's namespace that becomes
     /// the Pgpool's auth Secret. Without it, a new pcp password is generated into the current
     /// auth Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_ref: Option<LocalRef>,
+    pub secret_ref: Option<LocalObjectReference>,
 }

@@ -174,7 +174,7 @@ pub(crate) fn render_pgpool_conf(input: &RenderInput) -> Result<String, ConfigEr
     let mut appended = Vec::new();
     for (raw_key, value) in &input.user_overrides {
         // checked now (the same checks as the ops-manager's) so the error names the override
-        let key = crate::overrides::check_override(raw_key, value)?;
+        let key = super::overrides::check_override(raw_key, value)?;
         let value = Value::Raw(value.clone());
         if !conf.replace(&key, &value) {
             if seen.insert(key.clone()) {

@@ -2,9 +2,9 @@
 //! and the ops-manager (a Reconfigure request is checked before anything changes), so that
 //! both refuse the same overrides with the same message.
 
+use super::syntax::{Value, is_valid_key};
 use crate::error::ConfigError;
 use crate::parameters::MANAGED_PARAMETERS;
-use crate::pgpool_conf::{Value, is_valid_key};
 
 /// Check one override as the renderer does: a valid key that the operator does not manage,
 /// with a value that can be written. Returns the key in the form the file uses (trimmed,
