@@ -11,9 +11,12 @@
 //!   (`tests/update_under_load.rs`).
 //! - [`scenario`]: what the scenarios under load share (catalog, credentials, the load
 //!   client's address, cleanup); `tests/day2_operations.rs` runs the day-2 requests.
+//! - [`day2_config`]: what a Successful Reconfigure and RotateAuth must have changed, checked
+//!   through the Pgpool Service (steps of the day-2 scenario).
 
 pub mod charts;
 pub mod cluster;
+pub mod day2_config;
 pub mod kubelet;
 pub mod load;
 pub mod metrics;

@@ -64,6 +64,15 @@ pub mod ops {
     pub fn evict_pod(pod: &str) -> String {
         format!("{EVICT_POD_PREFIX}{pod}")
     }
+    /// The Reconfigure request started.
+    pub const RECONFIGURE: &str = "Reconfigure";
+    /// The RotateAuth request started.
+    pub const ROTATE_AUTH: &str = "RotateAuth";
+    /// The Pgpool's configuration was changed and rendered (Reconfigure).
+    pub const UPDATE_CONFIGURATION: &str = "UpdateConfiguration";
+    /// The pcp credentials were changed and rendered (RotateAuth).
+    pub const UPDATE_CREDENTIAL: &str = "UpdateCredential";
+
     /// `CheckPodRunning--<pod>`.
     pub fn check_pod_running(pod: &str) -> String {
         format!("{CHECK_POD_RUNNING_PREFIX}{pod}")

@@ -14,6 +14,7 @@ pub mod duration;
 pub mod fixtures;
 pub mod names;
 pub mod ops;
+pub mod ops_config;
 pub mod ops_scaling;
 pub mod petset;
 pub mod pgpool;

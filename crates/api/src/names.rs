@@ -20,6 +20,10 @@ pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 /// Pod-template annotation with the hash of the rendered configuration.
 pub const ANNOTATION_CONFIG_HASH: &str = "pgpool.kubedb.com/config-hash";
 
+/// Config-Secret annotation: the Pgpool `metadata.generation` the files were rendered from
+/// (written while an ops request holds the Pgpool paused, see the provisioner's `paused.rs`).
+pub const ANNOTATION_RENDERED_GENERATION: &str = "pgpool.kubedb.com/rendered-generation";
+
 /// Pgpool's client port.
 pub const PORT_PRIMARY: i32 = 9999;
 /// Pgpool's pcp port.

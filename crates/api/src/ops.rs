@@ -44,12 +44,17 @@ use serde::{Deserialize, Serialize};
     {
         "rule": "self.type != 'VerticalScaling' || (has(self.verticalScaling) && has(self.verticalScaling.node) && has(self.verticalScaling.node.resources))",
         "message": "spec.verticalScaling.node.resources is required when spec.type is VerticalScaling"
+    },
+    {
+        "rule": "self.type != 'Reconfigure' || has(self.configuration)",
+        "message": "spec.configuration is required when spec.type is Reconfigure"
     }
 ]))]
 pub struct PgpoolOpsRequestSpec {
     /// The Pgpool, in the same namespace.
     pub database_ref: LocalRef,
-    /// The operation: UpdateVersion, Restart, HorizontalScaling or VerticalScaling.
+    /// The operation: UpdateVersion, Restart, HorizontalScaling, VerticalScaling, Reconfigure
+    /// or RotateAuth.
     #[serde(rename = "type")]
     pub type_: OpsRequestType,
     /// Settings of an UpdateVersion request.
@@ -77,6 +82,12 @@ pub struct PgpoolOpsRequestSpec {
     )]
     #[schemars(range(min = 0, max = 10))]
     pub max_retries: Option<i32>,
+    /// Settings of a Reconfigure request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<crate::ops_config::ReconfigurationSpec>,
+    /// Settings of a RotateAuth request (optional: without them a new password is generated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<crate::ops_config::AuthenticationSpec>,
 }
 
 fn default_apply() -> Option<ApplyPolicy> {
@@ -126,15 +137,21 @@ pub enum OpsRequestType {
     HorizontalScaling,
     /// Change the resources of the `pgpool` container, restarting the pods one by one.
     VerticalScaling,
+    /// Change the Pgpool's pgpool.conf overrides and restart the pods one by one.
+    Reconfigure,
+    /// Change the pcp credentials and restart the pods one by one.
+    RotateAuth,
 }
 
 impl OpsRequestType {
     /// All types, for metrics.
-    pub const ALL: [OpsRequestType; 4] = [
+    pub const ALL: [OpsRequestType; 6] = [
         OpsRequestType::UpdateVersion,
         OpsRequestType::Restart,
         OpsRequestType::HorizontalScaling,
         OpsRequestType::VerticalScaling,
+        OpsRequestType::Reconfigure,
+        OpsRequestType::RotateAuth,
     ];
     /// The type's name.
     pub fn as_str(self) -> &'static str {
@@ -143,6 +160,8 @@ impl OpsRequestType {
             OpsRequestType::Restart => "Restart",
             OpsRequestType::HorizontalScaling => "HorizontalScaling",
             OpsRequestType::VerticalScaling => "VerticalScaling",
+            OpsRequestType::Reconfigure => "Reconfigure",
+            OpsRequestType::RotateAuth => "RotateAuth",
         }
     }
 }

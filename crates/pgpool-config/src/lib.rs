@@ -52,7 +52,7 @@ pub use parameters::{
     DEFAULT_MAX_POOL, DEFAULT_NUM_INIT_CHILDREN, DEFAULT_PCP_PORT, DEFAULT_PORT,
     MANAGED_PARAMETERS, MAX_BACKENDS, PRIMARY_FLAG, STANDBY_FLAG,
 };
-pub use pgpool_conf::{Value, parse_pgpool_conf};
+pub use pgpool_conf::{Value, check_override, check_overrides, parse_pgpool_conf, render_problem};
 pub use secrets::{aes_secret, decrypt_aes_secret, pcp_md5};
 pub use version::{MIN_SUPPORTED, PgpoolRelease, RENAMED_PARAMETERS, RenamedParameter, renamed};
 

@@ -526,10 +526,33 @@ async fn pause_stops_all_child_writes() {
         .unwrap();
     env.wait_reconciles(10).await;
     let counts = env.server.requests().since(&mark);
-    let child_writes = counts
-        .sum(|k| k.agent == AGENT && k.verb.is_write() && k.resource_path() != "pgpools/status");
+    // Only the Secrets are rendered while paused (Reconfigure and RotateAuth wait for them):
+    // the config Secret says which generation it was rendered from.
+    let child_writes = counts.sum(|k| {
+        k.agent == AGENT
+            && k.verb.is_write()
+            && k.resource_path() != "pgpools/status"
+            && k.resource_path() != "secrets"
+    });
     let (_, records) = provisioner_writes(&env, &mark);
     assert_eq!(child_writes, 0, "writes while paused:\n{records}");
+    let generation = env
+        .api::<Pgpool>()
+        .get(NAME)
+        .await
+        .unwrap()
+        .metadata
+        .generation;
+    let config = env.api::<Secret>().get("pp-update-config").await.unwrap();
+    let rendered = config
+        .annotations()
+        .get(names::ANNOTATION_RENDERED_GENERATION)
+        .cloned();
+    assert_eq!(
+        rendered,
+        generation.map(|g| g.to_string()),
+        "rendered while paused"
+    );
     assert!(
         env.api::<Service>()
             .get_opt("pp-update-pods")

@@ -91,6 +91,9 @@ impl Run<'_> {
                 Step::UpdateReplicas => self.step_update_replicas().await?,
                 Step::UpdatePetSetResources => self.step_update_petset_resources().await?,
                 Step::UpdateResources => self.step_update_resources().await?,
+                Step::UpdateConfiguration => self.step_update_configuration().await?,
+                Step::UpdateCredential => self.step_update_credential().await?,
+                Step::UpdatePetSetConfig => self.step_update_petset_config().await?,
                 Step::Done => {
                     // A final condition exists but the phase was not written: finish again.
                     let (phase, reason, message) = self.final_from_conditions();

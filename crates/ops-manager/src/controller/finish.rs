@@ -31,6 +31,12 @@ impl Run<'_> {
                 "the pods of Pgpool {} run with the new resources",
                 self.pgpool
             ),
+            OpsRequestType::Reconfigure => {
+                format!("Pgpool {} runs its new configuration", self.pgpool)
+            }
+            OpsRequestType::RotateAuth => {
+                format!("Pgpool {} runs its new pcp credentials", self.pgpool)
+            }
         };
         self.finish(OpsRequestPhase::Successful, "Successful", message)
             .await?;

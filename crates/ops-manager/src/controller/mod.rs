@@ -15,6 +15,8 @@
 
 mod cluster;
 mod cluster_scaling;
+mod config_checks;
+mod config_objects;
 mod context;
 mod driver;
 mod error;
@@ -26,9 +28,13 @@ mod queue;
 mod restart_pods;
 mod retry;
 mod rollback;
+mod rollback_config;
 mod rollback_scaling;
 mod run;
+mod update_configuration;
+mod update_credential;
 mod update_database;
+mod update_petset_config;
 mod update_petset_resources;
 mod update_petsets;
 mod update_replicas;

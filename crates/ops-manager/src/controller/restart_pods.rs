@@ -24,8 +24,11 @@ impl Run<'_> {
                     return self.fail_step("VersionNotFound", msg).await;
                 }
             },
-            OpsRequestType::Restart => None,
-            OpsRequestType::HorizontalScaling | OpsRequestType::VerticalScaling => None,
+            OpsRequestType::Restart
+            | OpsRequestType::HorizontalScaling
+            | OpsRequestType::VerticalScaling
+            | OpsRequestType::Reconfigure
+            | OpsRequestType::RotateAuth => None,
         };
         let petset = names::petset(&self.pgpool);
         // Each pass acts on the first pod that is not done; after acting, look again.

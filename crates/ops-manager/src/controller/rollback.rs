@@ -38,6 +38,18 @@ impl Run<'_> {
                 }
             }
         }
+        if matches!(
+            self.t,
+            OpsRequestType::Reconfigure | OpsRequestType::RotateAuth
+        ) && paused
+        {
+            match self.rollback_config(&rb).await? {
+                RollbackState::Wait(d) => return Ok(Flow::Wait(d)),
+                RollbackState::Finished(note) => {
+                    message = format!("{message}; {note}");
+                }
+            }
+        }
         self.finish(OpsRequestPhase::Failed, &rb.reason, message)
             .await?;
         Ok(Flow::Next)

@@ -20,12 +20,13 @@ impl Run<'_> {
             ),
             _ => (None, None),
         };
-        Ok(plan::validate(plan::ValidationInput {
+        let verdict = plan::validate(plan::ValidationInput {
             request: &self.req,
             pgpool: pp.as_ref(),
             current: current.as_ref(),
             target: target.as_ref(),
-        }))
+        });
+        self.config_verdict(pp.as_ref(), verdict).await
     }
 
     /// Step Validate: validate again (a request that waited for Ready, or after a restart).
@@ -82,6 +83,15 @@ impl Run<'_> {
                     OpsRequestType::VerticalScaling => {
                         format!(
                             "changing the resources of the pgpool container of Pgpool {}",
+                            self.pgpool
+                        )
+                    }
+                    OpsRequestType::Reconfigure => {
+                        format!("reconfiguring Pgpool {} (version {from})", self.pgpool)
+                    }
+                    OpsRequestType::RotateAuth => {
+                        format!(
+                            "rotating the pcp credentials of Pgpool {} (version {from})",
                             self.pgpool
                         )
                     }

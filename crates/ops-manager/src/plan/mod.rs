@@ -5,6 +5,7 @@
 //! One file per kind of decision: [`steps`] (which step comes next), [`queue`], [`validation`],
 //! [`pods`] (per-pod decisions), [`eviction`] (budgets and refusals) and [`images`].
 
+mod config;
 mod eviction;
 mod images;
 mod pods;
@@ -13,6 +14,11 @@ mod scaling;
 mod steps;
 mod validation;
 
+pub use config::{
+    ANNOTATION_PREVIOUS, ANNOTATION_ROTATED_BY, ConfigPlan, ConfigSources, KEY_PREVIOUS_PASSWORD,
+    KEY_PREVIOUS_USERNAME, check_rotate_auth, credentials, pcp_rendered, plan_reconfigure,
+    reconfigure_secret_name, rendered_hash, rendered_since, rotated_auth_data, secret_string,
+};
 pub use eviction::{budget_of, eviction_refused_message};
 pub use images::{Images, pod_on_images, set_spec_images, spec_on_images};
 pub use pods::{

@@ -35,6 +35,12 @@ pub enum Step {
     UpdatePetSetResources,
     /// VerticalScaling: record the resources in the Pgpool's `spec.podTemplate`.
     UpdateResources,
+    /// Reconfigure: change the Pgpool's configuration and wait for it to be rendered.
+    UpdateConfiguration,
+    /// RotateAuth: change the pcp credentials and wait for them to be rendered.
+    UpdateCredential,
+    /// Reconfigure, RotateAuth: put the rendered config hash into the PetSet's pod template.
+    UpdatePetSetConfig,
 }
 
 /// The first condition type of a request of this type.
@@ -44,6 +50,8 @@ pub fn start_condition(t: OpsRequestType) -> &'static str {
         OpsRequestType::Restart => ops::RESTART,
         OpsRequestType::HorizontalScaling => ops::HORIZONTAL_SCALING,
         OpsRequestType::VerticalScaling => ops::VERTICAL_SCALING,
+        OpsRequestType::Reconfigure => ops::RECONFIGURE,
+        OpsRequestType::RotateAuth => ops::ROTATE_AUTH,
     }
 }
 
@@ -57,12 +65,19 @@ pub fn next_step(t: OpsRequestType, conds: &[Condition]) -> Step {
         return Step::Rollback;
     }
     let update = t == OpsRequestType::UpdateVersion;
+    let config = matches!(t, OpsRequestType::Reconfigure | OpsRequestType::RotateAuth);
     if !is_true(conds, start_condition(t)) {
         Step::Validate
     } else if !is_true(conds, ops::DATABASE_PAUSE_SUCCEEDED) {
         Step::Pause
     } else if let Some(step) = next_scaling_step(t, conds) {
         step
+    } else if t == OpsRequestType::Reconfigure && !is_true(conds, ops::UPDATE_CONFIGURATION) {
+        Step::UpdateConfiguration
+    } else if t == OpsRequestType::RotateAuth && !is_true(conds, ops::UPDATE_CREDENTIAL) {
+        Step::UpdateCredential
+    } else if config && !is_true(conds, ops::UPDATE_PETSETS) {
+        Step::UpdatePetSetConfig
     } else if update && !is_true(conds, ops::UPDATE_PETSETS) {
         Step::UpdatePetSets
     } else if !is_true(conds, ops::RESTART_PODS) {

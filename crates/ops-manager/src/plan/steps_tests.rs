@@ -45,3 +45,44 @@ fn steps_follow_the_conditions() {
     cond(&mut conds, ops::RESTART_PODS, "True", String::new());
     assert_eq!(next_step(r, &conds), Step::Resume);
 }
+
+#[test]
+fn configuration_types_change_render_and_restart() {
+    for (t, start, change) in [
+        (
+            OpsRequestType::Reconfigure,
+            ops::RECONFIGURE,
+            ops::UPDATE_CONFIGURATION,
+        ),
+        (
+            OpsRequestType::RotateAuth,
+            ops::ROTATE_AUTH,
+            ops::UPDATE_CREDENTIAL,
+        ),
+    ] {
+        let mut conds = Vec::new();
+        assert_eq!(next_step(t, &conds), Step::Validate);
+        cond(&mut conds, start, "True", String::new());
+        assert_eq!(next_step(t, &conds), Step::Pause);
+        cond(
+            &mut conds,
+            ops::DATABASE_PAUSE_SUCCEEDED,
+            "True",
+            String::new(),
+        );
+        let want = if t == OpsRequestType::Reconfigure {
+            Step::UpdateConfiguration
+        } else {
+            Step::UpdateCredential
+        };
+        assert_eq!(next_step(t, &conds), want);
+        cond(&mut conds, change, "Unknown", String::new());
+        assert_eq!(next_step(t, &conds), want);
+        cond(&mut conds, change, "True", String::new());
+        assert_eq!(next_step(t, &conds), Step::UpdatePetSetConfig);
+        cond(&mut conds, ops::UPDATE_PETSETS, "True", String::new());
+        assert_eq!(next_step(t, &conds), Step::RestartPods);
+        cond(&mut conds, ops::RESTART_PODS, "True", String::new());
+        assert_eq!(next_step(t, &conds), Step::Resume);
+    }
+}

@@ -99,7 +99,9 @@ pub fn validate(input: ValidationInput<'_>) -> Verdict {
     let current_name = pp.spec.version.as_str();
     let mut from = current_name.to_string();
     let to = match req.spec.type_ {
-        OpsRequestType::Restart => current_name.to_string(),
+        OpsRequestType::Restart | OpsRequestType::Reconfigure | OpsRequestType::RotateAuth => {
+            current_name.to_string()
+        }
         OpsRequestType::UpdateVersion => {
             let Some(target_name) = target_version(req) else {
                 return Verdict::Fail {

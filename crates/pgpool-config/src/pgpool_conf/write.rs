@@ -5,13 +5,11 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::syntax::{Value, is_valid_key};
+use super::syntax::Value;
 use crate::checks::{check_backend, check_sizing};
 use crate::error::ConfigError;
 use crate::input::RenderInput;
-use crate::parameters::{
-    DEFAULT_MAX_POOL, DEFAULT_NUM_INIT_CHILDREN, MANAGED_PARAMETERS, MAX_BACKENDS,
-};
+use crate::parameters::{DEFAULT_MAX_POOL, DEFAULT_NUM_INIT_CHILDREN, MAX_BACKENDS};
 
 /// An ordered list of `key = value` entries grouped in commented sections.
 pub(super) struct ConfBuilder {
@@ -175,18 +173,9 @@ pub(crate) fn render_pgpool_conf(input: &RenderInput) -> Result<String, ConfigEr
     let mut seen = HashSet::new();
     let mut appended = Vec::new();
     for (raw_key, value) in &input.user_overrides {
-        let key = raw_key.trim().to_ascii_lowercase();
-        if !is_valid_key(&key) {
-            return Err(ConfigError::InvalidKey {
-                key: raw_key.clone(),
-            });
-        }
-        if MANAGED_PARAMETERS.contains(&key.as_str()) {
-            return Err(ConfigError::ManagedParameter { key });
-        }
+        // checked now (the same checks as the ops-manager's) so the error names the override
+        let key = super::overrides::check_override(raw_key, value)?;
         let value = Value::Raw(value.clone());
-        // validate now so the error names the override, not a later line
-        value.render(&key)?;
         if !conf.replace(&key, &value) {
             if seen.insert(key.clone()) {
                 appended.push((key, value));

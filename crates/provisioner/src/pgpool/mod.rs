@@ -24,6 +24,7 @@ pub mod error;
 pub mod fast_path;
 pub mod index;
 pub mod memo;
+pub mod paused;
 pub mod reconcile;
 pub mod status;
 pub mod validate;

@@ -22,6 +22,7 @@ use super::dereference;
 use super::error::ReconcileError;
 use super::fast_path::{FastPath, observed_fingerprints};
 use super::memo::MemoOutcome;
+use super::paused;
 use super::status::{Outcome, is_paused, observe};
 use super::validate::{RandomGenerator, validate};
 
@@ -103,6 +104,7 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
         return Ok(Action::await_change());
     }
     if paused {
+        paused::render_secrets(ctx, pgpool).await?;
         report_paused(ctx, &api, pgpool).await?;
         return Ok(Action::await_change());
     }

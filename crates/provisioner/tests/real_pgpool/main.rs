@@ -22,6 +22,8 @@
 //! Run: `cargo test -p pgpool-provisioner --test real_pgpool -- --nocapture`.
 
 mod binaries;
+mod reload;
+mod rotate_pcp;
 mod servers;
 
 use std::collections::BTreeMap;

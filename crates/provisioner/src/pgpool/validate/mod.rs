@@ -188,12 +188,8 @@ pub fn validate(
         user_overrides,
         ..RenderInput::default()
     };
-    let rendered = config::render(&input).map_err(|e| {
-        Problem::new(
-            reason::INVALID_CONFIGURATION,
-            format!("the Pgpool-II configuration cannot be rendered: {e}"),
-        )
-    })?;
+    let rendered = config::render(&input)
+        .map_err(|e| Problem::new(reason::INVALID_CONFIGURATION, config::render_problem(&e)))?;
     let config_hash = config::config_hash(&rendered);
 
     let mut notes = Vec::new();
