@@ -25,7 +25,7 @@ LINES=("4.6 trixie" "4.7 forky")
 ROOT="$PWD/.cache/pgpool"
 TAG="install-pgpool-versions"
 # the pcp tools the tests run (bin/pcp_<name>); pgpool itself is always wrapped
-PCP_TOOLS=(pcp_node_count pcp_node_info pcp_pool_status)
+PCP_TOOLS=(pcp_node_count pcp_node_info pcp_pool_status pcp_reload_config)
 
 in_ci() {
   case "${CI:-}" in
