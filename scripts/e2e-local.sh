@@ -168,6 +168,6 @@ E2E=1 E2E_LOAD=1 KUBECONFIG="$KUBECONFIG_FILE" E2E_MAX_POD_RESTART_SECONDS="${E2
 
 # 7. day-2 operations on the examples' Pgpool (2 replicas, under load): each example request
 #    applied unchanged and Successful, spec / PetSet / pods agreeing, no failed query
-say "running day2_operations (HorizontalScaling 2 -> 3, VerticalScaling)"
+say "running day2_operations (HorizontalScaling 2 -> 3, VerticalScaling, Reconfigure, RotateAuth)"
 E2E=1 E2E_LOAD=1 KUBECONFIG="$KUBECONFIG_FILE" E2E_MAX_POD_RESTART_SECONDS="${E2E_MAX_POD_RESTART_SECONDS:-25}" \
   "$CARGO" test -p e2e --test day2_operations -- --nocapture --test-threads=1

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use e2e::cluster::Cluster;
+use e2e::day2_config;
 use e2e::load::{LoadClient, LoadConfig, UpdateOutcome, judge, pod_restarts};
 use e2e::scenario::{
     LOAD_ENV, apply_catalog, backend_credentials, delete_and_wait, load_address, max_pod_restart,
@@ -60,6 +61,14 @@ const STEPS: &[Day2Step] = &[
     Day2Step {
         example: "vertical-scaling.yaml",
         check: check_vertical_scaling,
+    },
+    Day2Step {
+        example: "reconfigure.yaml",
+        check: check_reconfigure,
+    },
+    Day2Step {
+        example: "rotate-auth.yaml",
+        check: check_rotate_auth,
     },
 ];
 
@@ -294,6 +303,78 @@ fn check_vertical_scaling<'a>(
         })
         .await
     })
+}
+
+/// Reconfigure: the config Secret and every new session through the Service show each
+/// parameter of the request's `applyConfig` with its value (`max_pool = 7` in the example).
+fn check_reconfigure<'a>(
+    cluster: &'a Cluster,
+    req: &'a PgpoolOpsRequest,
+) -> BoxFuture<'a, anyhow::Result<()>> {
+    Box::pin(async move {
+        let text = req
+            .spec
+            .configuration
+            .as_ref()
+            .and_then(|c| c.apply_config.get("pgpool.conf"))
+            .context("the request has no spec.configuration.applyConfig pgpool.conf")?;
+        let (client, ns) = (&cluster.client, cluster.namespace.as_str());
+        let pp = pgpools(cluster).get(PGPOOL).await?;
+        let (user, password) = backend_credentials(client, ns, &pp.spec.postgres_ref.name).await?;
+        let (host, port) = load_address(client, ns, PGPOOL).await?;
+        let assignments = pgpool_config::parse_pgpool_conf(text)
+            .map_err(|e| anyhow::anyhow!("the request's pgpool.conf: {e}"))?;
+        ensure!(
+            !assignments.is_empty(),
+            "the request's pgpool.conf sets nothing"
+        );
+        for (parameter, value) in &assignments {
+            day2_config::check_reconfigured(
+                client,
+                ns,
+                PGPOOL,
+                (&host, port),
+                (&user, &password),
+                (parameter.as_str(), value.as_str()),
+            )
+            .await?;
+        }
+        Ok(())
+    })
+}
+
+/// RotateAuth (generated password): pcp through the Service takes the auth Secret's new
+/// password and refuses the previous one.
+fn check_rotate_auth<'a>(
+    cluster: &'a Cluster,
+    _req: &'a PgpoolOpsRequest,
+) -> BoxFuture<'a, anyhow::Result<()>> {
+    Box::pin(async move {
+        let (client, ns) = (&cluster.client, cluster.namespace.as_str());
+        let (host, _) = load_address(client, ns, PGPOOL).await?;
+        let pcp = pcp_node_count()?;
+        day2_config::check_rotated_auth(
+            client,
+            ns,
+            PGPOOL,
+            (&host, u16::try_from(names::PORT_PCP)?),
+            &pcp,
+        )
+        .await
+    })
+}
+
+/// `pcp_node_count` of the pods' own pgpool-II line when `scripts/install-pgpool-versions.sh`
+/// installed it, else Debian's.
+fn pcp_node_count() -> anyhow::Result<std::path::PathBuf> {
+    let line = SOURCE.rsplit_once('.').map_or(SOURCE, |(l, _)| l);
+    let own =
+        e2e::charts::workspace_root().join(format!(".cache/pgpool/{line}/bin/pcp_node_count"));
+    let debian = std::path::PathBuf::from("/usr/sbin/pcp_node_count");
+    [own, debian]
+        .into_iter()
+        .find(|p| p.exists())
+        .context("no pcp_node_count: run scripts/install-pgpool-test-deps.sh")
 }
 
 fn pgpools(cluster: &Cluster) -> Api<Pgpool> {
