@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use chrono::Utc;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{DeleteParams, EvictParams, ListParams, Preconditions};
-use kube::{Api, ResourceExt};
+use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::{Api, Resource, ResourceExt};
 use operator_kit::api::{
     Change, Target, api_message, is_conflict, is_not_found, modify, status_code,
 };
 use pgpool_api::conditions::{self, NewCondition};
 use pgpool_api::{PetSet, Pgpool, PgpoolVersion, names};
+use serde_json::Value;
 
 use super::error::{ReconcileError, Result};
 use super::run::Run;
@@ -42,6 +43,19 @@ impl Run<'_> {
     /// The request's Pgpool, if it exists.
     pub(super) async fn fetch_pgpool(&self) -> Result<Option<Pgpool>> {
         Ok(self.pgpools().get_opt(&self.pgpool).await?)
+    }
+
+    /// Merge-patch the Pgpool; its generation afterwards, or `None` when it is gone.
+    pub(super) async fn patch_pgpool(&self, patch: &Value) -> Result<Option<i64>> {
+        match self
+            .pgpools()
+            .patch(&self.pgpool, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(pp) => Ok(Some(pp.meta().generation.unwrap_or_default())),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// PgpoolVersion `name`, if it exists (`None` for an empty name).

@@ -9,7 +9,8 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Resource};
-use operator_kit::api::{Change, Target, is_not_found, modify, status_code};
+use operator_kit::api::{Change, Target, modify, status_code};
+use pgpool_api::conditions;
 use pgpool_api::{PetSet, Pgpool, names};
 use serde_json::{Value, json};
 
@@ -20,6 +21,10 @@ use crate::plan;
 /// How often a step looks again at the config Secret while the provisioner renders (Secrets
 /// are not watched by the ops-manager).
 pub(super) const RENDER_POLL: Duration = Duration::from_secs(1);
+
+/// Reason of a spec-changing step's condition once the spec is changed and the render is
+/// awaited.
+pub(super) const WAITING_FOR_RENDER: &str = "WaitingForRender";
 
 impl Run<'_> {
     /// Secrets of the request's namespace.
@@ -61,17 +66,28 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Merge-patch the Pgpool; its generation afterwards, or `None` when it is gone.
-    pub(super) async fn patch_pgpool(&self, patch: &Value) -> Result<Option<i64>> {
-        match self
-            .pgpools()
-            .patch(&self.pgpool, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
-            Ok(pp) => Ok(Some(pp.meta().generation.unwrap_or_default())),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(e.into()),
+    /// The start of a step that changes the Pgpool's spec and waits for the provisioner to
+    /// render it (UpdateConfiguration, UpdateCredential): records condition `step` as Unknown
+    /// with `reason` the first time, then reads the Pgpool. `None` when the Pgpool is gone;
+    /// else the Pgpool and whether the spec was changed already (the condition says
+    /// [`WAITING_FOR_RENDER`]).
+    pub(super) async fn begin_spec_change(
+        &mut self,
+        step: &str,
+        reason: &str,
+        message: &str,
+    ) -> Result<Option<(Pgpool, bool)>> {
+        if self.cond(step).is_none() {
+            self.record(step, conditions::UNKNOWN, reason, message, Some(step))
+                .await?;
         }
+        let Some(pp) = self.fetch_pgpool().await? else {
+            return Ok(None);
+        };
+        let changed = self
+            .cond(step)
+            .is_some_and(|c| c.reason == WAITING_FOR_RENDER);
+        Ok(Some((pp, changed)))
     }
 
     /// Create an Opaque Secret owned by the Pgpool with `pgpool.conf` = `text`, unless it

@@ -49,6 +49,12 @@ impl Run<'_> {
         Ok(Flow::Next)
     }
 
+    /// [`Self::fail_step`] because the Pgpool was deleted while the request ran.
+    pub(super) async fn fail_pgpool_gone(&mut self) -> Result<Flow> {
+        let msg = format!("Pgpool {} was deleted", self.pgpool);
+        self.fail_step("PgpoolNotFound", msg).await
+    }
+
     /// Wait for a change, at most `left` (see [`Run::time_left`]); when no time is left, the
     /// step's deadline has passed: fail with `reason` and `message`.
     pub(super) async fn wait_or_fail(

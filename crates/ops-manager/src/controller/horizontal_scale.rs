@@ -19,8 +19,7 @@ impl Run<'_> {
             return self.fail_step("InvalidReplicas", msg).await;
         };
         let Some(pp) = self.fetch_pgpool().await? else {
-            let msg = format!("Pgpool {} was deleted", self.pgpool);
-            return self.fail_step("PgpoolNotFound", msg).await;
+            return self.fail_pgpool_gone().await;
         };
         // spec.replicas changes only in the next step: it is the count before the scale.
         let from = pp.spec.replicas();

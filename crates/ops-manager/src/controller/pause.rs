@@ -29,10 +29,7 @@ impl Run<'_> {
             .await?;
         }
         match self.pause_pgpool().await? {
-            PauseState::Gone => {
-                let msg = format!("Pgpool {} was deleted", self.pgpool);
-                self.fail_step("PgpoolNotFound", msg).await
-            }
+            PauseState::Gone => self.fail_pgpool_gone().await,
             PauseState::Acknowledged => {
                 let msg = format!("the provisioner paused Pgpool {}", self.pgpool);
                 // Written with the next step's record: repeating the handshake after a crash

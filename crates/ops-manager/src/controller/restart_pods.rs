@@ -133,13 +133,7 @@ impl Run<'_> {
             break;
         }
         let msg = format!("all pods of Pgpool {} were restarted", self.pgpool);
-        self.complete(
-            ops::RESTART_PODS,
-            "RestartPods",
-            ops::RESTART_PODS,
-            "RestartPods",
-            &msg,
-        );
+        self.complete_named(ops::RESTART_PODS, &msg);
         Ok(Flow::Next)
     }
 

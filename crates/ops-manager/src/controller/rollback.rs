@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{DeleteParams, Preconditions};
 use operator_kit::api::{is_conflict, is_not_found};
 use pgpool_api::conditions::{self, ops};
-use pgpool_api::{OpsRequestPhase, OpsRequestType, names};
+use pgpool_api::{OpsRequestPhase, OpsRequestType, PetSet, names};
 
 use super::cluster::Eviction;
 use super::error::Result;
@@ -82,22 +82,17 @@ impl Run<'_> {
         }
         let petset = names::petset(&self.pgpool);
         loop {
-            let Some(ps) = self.petsets().get_opt(&petset).await? else {
-                return Ok(RollbackState::Finished(format!(
-                    "PetSet {petset} no longer exists"
-                )));
+            let gave_up = |limit| {
+                format!(
+                    "rolled the PetSet back to {source_name}, but not all pods were back on it \
+                     and Ready within {limit:?}"
+                )
+            };
+            let (ps, left) = match self.rollback_window(rb, gave_up).await? {
+                Ok(window) => window,
+                Err(state) => return Ok(state),
             };
             let replicas = ps.spec.replicas();
-            let limit = self
-                .timeout()
-                .saturating_mul(u32::try_from(replicas).unwrap_or(1).saturating_add(1));
-            let Some(left) = Self::remaining(rb, limit) else {
-                return Ok(RollbackState::Finished(format!(
-                    "rolled the PetSet back to {source_name}, but not all pods were back on it \
-                     and Ready within {:?}",
-                    limit
-                )));
-            };
             let pods = self.list_pods().await?;
             let mut acted = false;
             for i in 0..replicas {
@@ -110,31 +105,12 @@ impl Run<'_> {
                     }
                     RollbackPodStep::Evict { ready } => {
                         let uid = pod.and_then(|p| p.metadata.uid.clone()).unwrap_or_default();
-                        self.event(
-                            "EvictPod",
-                            &format!("rollback: evicting pod {pod_name} to bring it back on {source_name}"),
-                        );
-                        match self.evict(&pod_name, &uid).await? {
-                            Eviction::Done => {}
-                            Eviction::Refused(why) if ready => {
-                                tracing::info!(pod = pod_name, reason = %why, "rollback eviction refused; will retry");
-                                return Ok(RollbackState::Wait(Duration::from_secs(1).min(left)));
-                            }
-                            Eviction::Refused(_) => {
-                                // A pod that is not Ready serves nothing: delete it.
-                                let dp = DeleteParams {
-                                    preconditions: Some(Preconditions {
-                                        uid: Some(uid).filter(|u| !u.is_empty()),
-                                        resource_version: None,
-                                    }),
-                                    ..DeleteParams::default()
-                                };
-                                match self.pods().delete(&pod_name, &dp).await {
-                                    Ok(_) => {}
-                                    Err(e) if is_not_found(&e) || is_conflict(&e) => {}
-                                    Err(e) => return Err(e.into()),
-                                }
-                            }
+                        let note = format!("to bring it back on {source_name}");
+                        if let Some(d) = self
+                            .evict_for_rollback(&pod_name, &uid, ready, &note, left)
+                            .await?
+                        {
+                            return Ok(RollbackState::Wait(d));
                         }
                         acted = true;
                         break;
@@ -145,6 +121,66 @@ impl Run<'_> {
                 return Ok(RollbackState::Finished(format!(
                     "rolled back: PetSet and pods are on version {source_name} again"
                 )));
+            }
+        }
+    }
+}
+
+impl Run<'_> {
+    /// The Pgpool's PetSet and the time the rollback (started with condition `rb`) has left
+    /// for its pods: a step timeout per pod, and one more. `Err`: the rollback ends here,
+    /// because the PetSet is gone or the time is up (`gave_up` says what was and was not put
+    /// back, given the limit).
+    pub(super) async fn rollback_window(
+        &self,
+        rb: &Condition,
+        gave_up: impl FnOnce(Duration) -> String,
+    ) -> Result<std::result::Result<(PetSet, Duration), RollbackState>> {
+        let petset = names::petset(&self.pgpool);
+        let Some(ps) = self.petsets().get_opt(&petset).await? else {
+            let note = format!("PetSet {petset} no longer exists");
+            return Ok(Err(RollbackState::Finished(note)));
+        };
+        let replicas = u32::try_from(ps.spec.replicas()).unwrap_or(1);
+        let limit = self.timeout().saturating_mul(replicas.saturating_add(1));
+        Ok(match Self::remaining(rb, limit) {
+            Some(left) => Ok((ps, left)),
+            None => Err(RollbackState::Finished(gave_up(limit))),
+        })
+    }
+
+    /// Evicts pod `pod` (with its `uid`) so that it comes back with what the rollback put
+    /// back (`note` says what, in the event). A Ready pod whose eviction is refused is tried
+    /// again later: `Some(wait)`; one that is not Ready serves nothing and is deleted. `None`:
+    /// the pod is on its way out, look again.
+    pub(super) async fn evict_for_rollback(
+        &self,
+        pod: &str,
+        uid: &str,
+        ready: bool,
+        note: &str,
+        left: Duration,
+    ) -> Result<Option<Duration>> {
+        self.event("EvictPod", &format!("rollback: evicting pod {pod} {note}"));
+        match self.evict(pod, uid).await? {
+            Eviction::Done => Ok(None),
+            Eviction::Refused(why) if ready => {
+                tracing::info!(pod, reason = %why, "rollback eviction refused; will retry");
+                Ok(Some(Duration::from_secs(1).min(left)))
+            }
+            Eviction::Refused(_) => {
+                let dp = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: Some(uid.to_string()).filter(|u| !u.is_empty()),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                match self.pods().delete(pod, &dp).await {
+                    Ok(_) => Ok(None),
+                    Err(e) if is_not_found(&e) || is_conflict(&e) => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
             }
         }
     }

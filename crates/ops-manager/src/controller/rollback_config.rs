@@ -12,7 +12,6 @@ use kube::ResourceExt;
 use operator_kit::api::{Change, Target, modify};
 use pgpool_api::{OpsRequestType, names};
 
-use super::cluster::Eviction;
 use super::config_objects::{RENDER_POLL, pod_config_hash};
 use super::error::{ReconcileError, Result};
 use super::rollback::RollbackState;
@@ -40,21 +39,17 @@ impl Run<'_> {
             self.restore_password(&pp.auth_secret_name()).await?;
         }
         let petset = names::petset(&self.pgpool);
-        let Some(ps) = self.petsets().get_opt(&petset).await? else {
-            return Ok(RollbackState::Finished(format!(
-                "PetSet {petset} no longer exists"
-            )));
-        };
-        let replicas = ps.spec.replicas();
-        let limit = self
-            .timeout()
-            .saturating_mul(u32::try_from(replicas).unwrap_or(1).saturating_add(1));
-        let Some(left) = Self::remaining(rb, limit) else {
-            return Ok(RollbackState::Finished(format!(
+        let gave_up = |limit| {
+            format!(
                 "put the previous configuration back, but not all pods ran it and were Ready \
                  within {limit:?}"
-            )));
+            )
         };
+        let (ps, left) = match self.rollback_window(rb, gave_up).await? {
+            Ok(window) => window,
+            Err(state) => return Ok(state),
+        };
+        let replicas = ps.spec.replicas();
         let Some(pp) = self.fetch_pgpool().await? else {
             return Ok(RollbackState::Finished(format!(
                 "Pgpool {} no longer exists",
@@ -100,16 +95,14 @@ impl Run<'_> {
             }
             if pod_config_hash(pod) != Some(hash.as_str()) {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
-                self.event(
-                    "EvictPod",
-                    &format!(
-                        "rollback: evicting pod {pod_name} to bring back the previous configuration"
-                    ),
-                );
-                return Ok(match self.evict(&pod_name, &uid).await? {
-                    Eviction::Done => RollbackState::Wait(Duration::from_millis(50)),
-                    Eviction::Refused(_) => RollbackState::Wait(Duration::from_secs(1).min(left)),
-                });
+                let note = "to bring back the previous configuration";
+                let ready = plan::pod_ready(pod);
+                let wait = self
+                    .evict_for_rollback(&pod_name, &uid, ready, note, left)
+                    .await?;
+                return Ok(RollbackState::Wait(
+                    wait.unwrap_or(Duration::from_millis(50)),
+                ));
             }
             if !plan::pod_ready(pod) {
                 return Ok(RollbackState::Wait(self.wait_dur(left)));

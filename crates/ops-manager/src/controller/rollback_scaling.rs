@@ -3,12 +3,9 @@
 //! the recorded resources back into the PetSet and restarts, one at a time, the pods that run
 //! other resources (a pod that never got Ready is not Ready, so its eviction is allowed).
 
-use kube::api::{DeleteParams, Preconditions};
-use operator_kit::api::{is_conflict, is_not_found};
 use pgpool_api::conditions::ops;
 use pgpool_api::{OpsRequestType, names};
 
-use super::cluster::Eviction;
 use super::error::Result;
 use super::rollback::RollbackState;
 use super::run::Run;
@@ -64,21 +61,17 @@ impl Run<'_> {
             )));
         }
         loop {
-            let Some(ps) = self.petsets().get_opt(&petset).await? else {
-                return Ok(RollbackState::Finished(format!(
-                    "PetSet {petset} no longer exists"
-                )));
-            };
-            let replicas = ps.spec.replicas();
-            let limit = self
-                .timeout()
-                .saturating_mul(u32::try_from(replicas).unwrap_or(1).saturating_add(1));
-            let Some(left) = Self::remaining(rb, limit) else {
-                return Ok(RollbackState::Finished(format!(
+            let gave_up = |limit| {
+                format!(
                     "put the previous resources back into PetSet {petset}, but not all pods ran \
                      them and were Ready within {limit:?}"
-                )));
+                )
             };
+            let (ps, left) = match self.rollback_window(rb, gave_up).await? {
+                Ok(window) => window,
+                Err(state) => return Ok(state),
+            };
+            let replicas = ps.spec.replicas();
             let pods = self.list_pods().await?;
             let mut acted = false;
             for i in 0..replicas {
@@ -99,33 +92,13 @@ impl Run<'_> {
                     return Ok(RollbackState::Wait(self.wait_dur(left)));
                 }
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
-                self.event(
-                    "EvictPod",
-                    &format!("rollback: evicting pod {name} to bring back its previous resources"),
-                );
-                match self.evict(&name, &uid).await? {
-                    Eviction::Done => {}
-                    Eviction::Refused(why) if plan::pod_ready(pod) => {
-                        tracing::info!(pod = name, reason = %why, "rollback eviction refused; will retry");
-                        return Ok(RollbackState::Wait(
-                            std::time::Duration::from_secs(1).min(left),
-                        ));
-                    }
-                    Eviction::Refused(_) => {
-                        // A pod that is not Ready serves nothing: delete it.
-                        let dp = DeleteParams {
-                            preconditions: Some(Preconditions {
-                                uid: Some(uid).filter(|u| !u.is_empty()),
-                                resource_version: None,
-                            }),
-                            ..DeleteParams::default()
-                        };
-                        match self.pods().delete(&name, &dp).await {
-                            Ok(_) => {}
-                            Err(e) if is_not_found(&e) || is_conflict(&e) => {}
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
+                let note = "to bring back its previous resources";
+                let ready = plan::pod_ready(pod);
+                if let Some(d) = self
+                    .evict_for_rollback(&name, &uid, ready, note, left)
+                    .await?
+                {
+                    return Ok(RollbackState::Wait(d));
                 }
                 acted = true;
                 break;

@@ -253,6 +253,12 @@ impl<'a> Run<'a> {
         self.event(event, message);
     }
 
+    /// [`Self::complete`] for a step whose condition, reason, metric and event all carry the
+    /// step's own name (KubeDB's style for `UpdatePetSets`, `RestartPods`, `UpdateDatabase`...).
+    pub(super) fn complete_named(&mut self, step: &str, message: &str) {
+        self.complete(step, step, step, step, message);
+    }
+
     /// Time left before the step's timeout (`spec.timeout`), counted from the last change of
     /// condition `type_`; `None` when it has passed or the condition is not there.
     pub(super) fn time_left(&self, type_: &str) -> Option<Duration> {

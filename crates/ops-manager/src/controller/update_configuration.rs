@@ -5,36 +5,22 @@
 use pgpool_api::conditions::{self, ops};
 use serde_json::json;
 
-use super::config_objects::RENDER_POLL;
+use super::config_objects::{RENDER_POLL, WAITING_FOR_RENDER};
 use super::error::Result;
 use super::run::{Flow, Run};
 use crate::plan;
-
-/// Reason of the step's condition once the spec is changed.
-pub(super) const WAITING_FOR_RENDER: &str = "WaitingForRender";
 
 impl Run<'_> {
     /// Step UpdateConfiguration.
     pub(super) async fn step_update_configuration(&mut self) -> Result<Flow> {
         let step = ops::UPDATE_CONFIGURATION;
-        if self.cond(step).is_none() {
-            let msg = format!("changing the configuration of Pgpool {}", self.pgpool);
-            self.record(
-                step,
-                conditions::UNKNOWN,
-                "UpdatingConfiguration",
-                &msg,
-                Some("UpdateConfiguration"),
-            )
-            .await?;
-        }
-        let Some(pp) = self.fetch_pgpool().await? else {
-            let msg = format!("Pgpool {} was deleted", self.pgpool);
-            return self.fail_step("PgpoolNotFound", msg).await;
+        let msg = format!("changing the configuration of Pgpool {}", self.pgpool);
+        let Some((pp, changed)) = self
+            .begin_spec_change(step, "UpdatingConfiguration", &msg)
+            .await?
+        else {
+            return self.fail_pgpool_gone().await;
         };
-        let changed = self
-            .cond(step)
-            .is_some_and(|c| c.reason == WAITING_FOR_RENDER);
         if !changed {
             let planned = match self.previous() {
                 Some(stored) => stored,
@@ -62,8 +48,7 @@ impl Run<'_> {
                 }
             }
             if self.patch_pgpool(&planned["patch"]).await?.is_none() {
-                let msg = format!("Pgpool {} was deleted", self.pgpool);
-                return self.fail_step("PgpoolNotFound", msg).await;
+                return self.fail_pgpool_gone().await;
             }
             let msg = format!(
                 "changed the configuration of Pgpool {}; waiting for the provisioner to render it",
@@ -73,8 +58,7 @@ impl Run<'_> {
                 .await?;
         }
         let Some(pp) = self.fetch_pgpool().await? else {
-            let msg = format!("Pgpool {} was deleted", self.pgpool);
-            return self.fail_step("PgpoolNotFound", msg).await;
+            return self.fail_pgpool_gone().await;
         };
         let generation = pp.metadata.generation.unwrap_or_default();
         let rendered = self
@@ -88,13 +72,7 @@ impl Run<'_> {
             "the provisioner rendered the new configuration of Pgpool {}",
             self.pgpool
         );
-        self.complete(
-            step,
-            "UpdateConfiguration",
-            step,
-            "UpdateConfiguration",
-            &msg,
-        );
+        self.complete_named(step, &msg);
         Ok(Flow::Next)
     }
 

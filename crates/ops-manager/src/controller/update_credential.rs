@@ -11,9 +11,9 @@ use operator_kit::api::{Change, Target, modify};
 use pgpool_api::conditions::{self, ops};
 use serde_json::json;
 
+use super::config_objects::WAITING_FOR_RENDER;
 use super::error::{ReconcileError, Result};
 use super::run::{Flow, Run};
-use super::update_configuration::WAITING_FOR_RENDER;
 use crate::plan;
 
 impl Run<'_> {
@@ -30,24 +30,13 @@ impl Run<'_> {
     /// Step UpdateCredential.
     pub(super) async fn step_update_credential(&mut self) -> Result<Flow> {
         let step = ops::UPDATE_CREDENTIAL;
-        if self.cond(step).is_none() {
-            let msg = format!("rotating the pcp credentials of Pgpool {}", self.pgpool);
-            self.record(
-                step,
-                conditions::UNKNOWN,
-                "UpdatingCredential",
-                &msg,
-                Some("UpdateCredential"),
-            )
-            .await?;
-        }
-        let Some(pp) = self.fetch_pgpool().await? else {
-            let msg = format!("Pgpool {} was deleted", self.pgpool);
-            return self.fail_step("PgpoolNotFound", msg).await;
+        let msg = format!("rotating the pcp credentials of Pgpool {}", self.pgpool);
+        let Some((pp, changed)) = self
+            .begin_spec_change(step, "UpdatingCredential", &msg)
+            .await?
+        else {
+            return self.fail_pgpool_gone().await;
         };
-        let changed = self
-            .cond(step)
-            .is_some_and(|c| c.reason == WAITING_FOR_RENDER);
         if !changed {
             match self.new_auth_secret() {
                 Some(name) => {
@@ -57,8 +46,7 @@ impl Run<'_> {
                     }
                     let patch = json!({ "spec": { "authSecret": { "name": name } } });
                     if self.patch_pgpool(&patch).await?.is_none() {
-                        let msg = format!("Pgpool {} was deleted", self.pgpool);
-                        return self.fail_step("PgpoolNotFound", msg).await;
+                        return self.fail_pgpool_gone().await;
                     }
                 }
                 None => {
@@ -81,8 +69,7 @@ impl Run<'_> {
                 .await?;
         }
         let Some(pp) = self.fetch_pgpool().await? else {
-            let msg = format!("Pgpool {} was deleted", self.pgpool);
-            return self.fail_step("PgpoolNotFound", msg).await;
+            return self.fail_pgpool_gone().await;
         };
         let auth = self.fetch_secret(&pp.auth_secret_name()).await?;
         let Some((user, password)) = auth.as_ref().and_then(plan::credentials) else {
@@ -105,7 +92,7 @@ impl Run<'_> {
             self.pgpool,
             pp.auth_secret_name()
         );
-        self.complete(step, "UpdateCredential", step, "UpdateCredential", &msg);
+        self.complete_named(step, &msg);
         Ok(Flow::Next)
     }
 

@@ -1,7 +1,5 @@
 //! Step UpdateDatabase: set the Pgpool's `spec.version` to the target.
 
-use kube::api::{Patch, PatchParams};
-use operator_kit::api::is_not_found;
 use pgpool_api::conditions::ops;
 use serde_json::json;
 
@@ -14,28 +12,13 @@ impl Run<'_> {
     pub(super) async fn step_update_database(&mut self) -> Result<Flow> {
         let to = plan::target_version(&self.req).unwrap_or("").to_string();
         let patch = json!({ "spec": { "version": to } });
-        match self
-            .pgpools()
-            .patch(&self.pgpool, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {
-                let msg = format!("Pgpool {} was deleted", self.pgpool);
-                return self.fail_step("PgpoolNotFound", msg).await;
-            }
-            Err(e) => return Err(e.into()),
+        if self.patch_pgpool(&patch).await?.is_none() {
+            return self.fail_pgpool_gone().await;
         }
         let msg = format!("Pgpool {} spec.version is now {to}", self.pgpool);
         // Patching spec.version again after a crash changes nothing: written with the final
         // status.
-        self.complete(
-            ops::UPDATE_DATABASE,
-            "UpdateDatabase",
-            ops::UPDATE_DATABASE,
-            "UpdateDatabase",
-            &msg,
-        );
+        self.complete_named(ops::UPDATE_DATABASE, &msg);
         Ok(Flow::Next)
     }
 }

@@ -27,13 +27,7 @@ impl Run<'_> {
         }
         let short: String = hash.chars().take(12).collect();
         let msg = format!("PetSet {petset} now runs configuration {short}");
-        self.complete(
-            ops::UPDATE_PETSETS,
-            "UpdatePetSets",
-            ops::UPDATE_PETSETS,
-            "UpdatePetSets",
-            &msg,
-        );
+        self.complete_named(ops::UPDATE_PETSETS, &msg);
         Ok(Flow::Next)
     }
 }

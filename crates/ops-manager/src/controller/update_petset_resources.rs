@@ -55,13 +55,7 @@ impl Run<'_> {
             return self.fail_step("PetSetNotFound", msg).await;
         }
         let msg = plan::resources_message(&petset, &new, old.as_ref());
-        self.complete(
-            ops::UPDATE_PETSETS,
-            "UpdatePetSets",
-            ops::UPDATE_PETSETS,
-            "UpdatePetSets",
-            &msg,
-        );
+        self.complete_named(ops::UPDATE_PETSETS, &msg);
         Ok(Flow::Next)
     }
 }

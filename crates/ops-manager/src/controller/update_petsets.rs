@@ -30,13 +30,7 @@ impl Run<'_> {
             images.pgpool
         );
         // Setting the images again after a crash changes nothing: written with the next record.
-        self.complete(
-            ops::UPDATE_PETSETS,
-            "UpdatePetSets",
-            ops::UPDATE_PETSETS,
-            "UpdatePetSets",
-            &msg,
-        );
+        self.complete_named(ops::UPDATE_PETSETS, &msg);
         Ok(Flow::Next)
     }
 }

@@ -2,8 +2,6 @@
 //! scaled count, so that the provisioner renders the same PetSet (and a budget for that count)
 //! once the Pgpool is resumed.
 
-use kube::api::{Patch, PatchParams};
-use operator_kit::api::is_not_found;
 use pgpool_api::conditions::ops;
 use serde_json::json;
 
@@ -16,27 +14,12 @@ impl Run<'_> {
     pub(super) async fn step_update_replicas(&mut self) -> Result<Flow> {
         let to = plan::target_replicas(&self.req).unwrap_or_default();
         let patch = json!({ "spec": { "replicas": to } });
-        match self
-            .pgpools()
-            .patch(&self.pgpool, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {
-                let msg = format!("Pgpool {} was deleted", self.pgpool);
-                return self.fail_step("PgpoolNotFound", msg).await;
-            }
-            Err(e) => return Err(e.into()),
+        if self.patch_pgpool(&patch).await?.is_none() {
+            return self.fail_pgpool_gone().await;
         }
         let msg = format!("Pgpool {} spec.replicas is now {to}", self.pgpool);
         // Patching again after a crash changes nothing: written with the final status.
-        self.complete(
-            ops::UPDATE_DATABASE,
-            "UpdateDatabase",
-            ops::UPDATE_DATABASE,
-            "UpdateDatabase",
-            &msg,
-        );
+        self.complete_named(ops::UPDATE_DATABASE, &msg);
         Ok(Flow::Next)
     }
 }

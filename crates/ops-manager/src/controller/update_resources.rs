@@ -52,21 +52,14 @@ impl Run<'_> {
             format!("Pgpool {}", self.pgpool)
         }))?;
         if found.is_none() {
-            let msg = format!("Pgpool {} was deleted", self.pgpool);
-            return self.fail_step("PgpoolNotFound", msg).await;
+            return self.fail_pgpool_gone().await;
         }
         let msg = format!(
             "Pgpool {} spec.podTemplate.spec.containers[pgpool].resources now holds the new \
              resources",
             self.pgpool
         );
-        self.complete(
-            ops::UPDATE_DATABASE,
-            "UpdateDatabase",
-            ops::UPDATE_DATABASE,
-            "UpdateDatabase",
-            &msg,
-        );
+        self.complete_named(ops::UPDATE_DATABASE, &msg);
         Ok(Flow::Next)
     }
 }
