@@ -112,6 +112,11 @@ impl Run<'_> {
                     return self.fail_step("PodNotReady", msg).await;
                 }
                 ScaleAction::Done => {
+                    // An eviction whose replica change was written just before a restart
+                    // has no True condition yet: the pods above the target are gone now.
+                    for k in target..from {
+                        self.scaled_down(&names::pod(&petset, k)).await?;
+                    }
                     let msg = if target > from {
                         format!("scaled up PetSet {petset} to {target} Ready pods")
                     } else {
