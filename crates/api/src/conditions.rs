@@ -85,6 +85,8 @@ pub mod ops {
     pub const HORIZONTAL_SCALE_DOWN: &str = "HorizontalScaleDown";
     /// The VerticalScaling request started.
     pub const VERTICAL_SCALING: &str = "VerticalScaling";
+    /// The ReconfigureTLS request started.
+    pub const RECONFIGURE_TLS: &str = "ReconfigureTLS";
 }
 
 /// A condition to set; `set` fills in the time.

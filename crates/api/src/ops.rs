@@ -53,8 +53,8 @@ use serde::{Deserialize, Serialize};
 pub struct PgpoolOpsRequestSpec {
     /// The Pgpool, in the same namespace.
     pub database_ref: LocalRef,
-    /// The operation: UpdateVersion, Restart, HorizontalScaling, VerticalScaling, Reconfigure
-    /// or RotateAuth.
+    /// The operation: UpdateVersion, Restart, HorizontalScaling, VerticalScaling, Reconfigure,
+    /// RotateAuth (ReconfigureTLS is accepted and ends Failed: not supported yet).
     #[serde(rename = "type")]
     pub type_: OpsRequestType,
     /// Settings of an UpdateVersion request.
@@ -141,17 +141,23 @@ pub enum OpsRequestType {
     Reconfigure,
     /// Change the pcp credentials and restart the pods one by one.
     RotateAuth,
+    /// Add, rotate, change or remove TLS. Accepted, so that KubeDB's manifests apply; not
+    /// carried out yet: such a request ends Failed (reason `Unsupported`) before anything
+    /// changes.
+    #[serde(rename = "ReconfigureTLS")]
+    ReconfigureTls,
 }
 
 impl OpsRequestType {
     /// All types, for metrics.
-    pub const ALL: [OpsRequestType; 6] = [
+    pub const ALL: [OpsRequestType; 7] = [
         OpsRequestType::UpdateVersion,
         OpsRequestType::Restart,
         OpsRequestType::HorizontalScaling,
         OpsRequestType::VerticalScaling,
         OpsRequestType::Reconfigure,
         OpsRequestType::RotateAuth,
+        OpsRequestType::ReconfigureTls,
     ];
     /// The type's name.
     pub fn as_str(self) -> &'static str {
@@ -162,6 +168,7 @@ impl OpsRequestType {
             OpsRequestType::VerticalScaling => "VerticalScaling",
             OpsRequestType::Reconfigure => "Reconfigure",
             OpsRequestType::RotateAuth => "RotateAuth",
+            OpsRequestType::ReconfigureTls => "ReconfigureTLS",
         }
     }
 }

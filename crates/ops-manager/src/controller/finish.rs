@@ -37,6 +37,9 @@ impl Run<'_> {
             OpsRequestType::RotateAuth => {
                 format!("Pgpool {} runs its new pcp credentials", self.pgpool)
             }
+            OpsRequestType::ReconfigureTls => {
+                format!("Pgpool {} runs its new TLS settings", self.pgpool)
+            }
         };
         self.finish(OpsRequestPhase::Successful, "Successful", message)
             .await?;

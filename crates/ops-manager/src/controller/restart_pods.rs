@@ -28,7 +28,8 @@ impl Run<'_> {
             | OpsRequestType::HorizontalScaling
             | OpsRequestType::VerticalScaling
             | OpsRequestType::Reconfigure
-            | OpsRequestType::RotateAuth => None,
+            | OpsRequestType::RotateAuth
+            | OpsRequestType::ReconfigureTls => None,
         };
         let petset = names::petset(&self.pgpool);
         // Each pass acts on the first pod that is not done; after acting, look again.

@@ -95,6 +95,9 @@ impl Run<'_> {
                             self.pgpool
                         )
                     }
+                    OpsRequestType::ReconfigureTls => {
+                        format!("reconfiguring the TLS of Pgpool {}", self.pgpool)
+                    }
                 };
                 self.set(start, conditions::TRUE, self.t.as_str(), &message);
                 // The pause handshake starts right away: record it in the same write (before

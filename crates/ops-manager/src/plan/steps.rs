@@ -52,6 +52,7 @@ pub fn start_condition(t: OpsRequestType) -> &'static str {
         OpsRequestType::VerticalScaling => ops::VERTICAL_SCALING,
         OpsRequestType::Reconfigure => ops::RECONFIGURE,
         OpsRequestType::RotateAuth => ops::ROTATE_AUTH,
+        OpsRequestType::ReconfigureTls => ops::RECONFIGURE_TLS,
     }
 }
 

@@ -130,3 +130,13 @@ fn restart_validation() {
         "PgpoolHalted"
     );
 }
+
+#[test]
+fn reconfigure_tls_is_accepted_and_refused_before_anything_changes() {
+    let req = request("r", "ReconfigureTLS", "", 0, None);
+    assert_eq!(req.spec.type_.as_str(), "ReconfigureTLS");
+    let ready = pgpool("4.5.3", "Ready", false);
+    let (reason, message) = fail_reason(run(&req, Some(&ready), None, None));
+    assert_eq!(reason, "Unsupported");
+    assert!(message.contains("nothing was changed"), "{message}");
+}
