@@ -138,7 +138,9 @@ pub(crate) fn render_pgpool_conf(input: &RenderInput) -> Result<String, ConfigEr
     conf.set("enable_pool_hba", Value::Bool(true));
     conf.set("pool_passwd", dir(&input.paths.pool_passwd()));
     conf.set("allow_clear_text_frontend_auth", Value::Bool(false));
-    conf.set("ssl", Value::Bool(false));
+    for (key, value) in crate::tls::conf_entries(&input.tls) {
+        conf.set(key, value);
+    }
 
     conf.section("Pools");
     conf.set("num_init_children", Value::Int(num_init_children));
