@@ -26,6 +26,7 @@ pub mod index;
 pub mod memo;
 pub mod reconcile;
 pub mod status;
+pub mod tls;
 pub mod validate;
 
 use std::sync::Arc;
