@@ -41,7 +41,7 @@ pub enum ClientTls {
 pub struct TlsFiles {
     /// Server certificate (chain) pgpool presents to clients.
     pub cert: PathBuf,
-    /// Its private key; pgpool refuses a key file with group or world bits.
+    /// Its private key (pgpool does not check its mode; the pod keeps it 0600).
     pub key: PathBuf,
     /// CA bundle that verifies client certificates and the backends' certificates.
     pub ca: Option<PathBuf>,

@@ -23,6 +23,7 @@
 
 mod binaries;
 mod servers;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::fs;
