@@ -19,6 +19,7 @@ pub mod pgpool;
 pub mod pgpool_monitor;
 pub mod pgpool_names;
 pub mod pgpool_overrides;
+pub mod pgpool_tls;
 pub mod version;
 
 pub use appbinding::{AppBinding, AppBindingSpec};
