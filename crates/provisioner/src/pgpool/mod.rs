@@ -110,7 +110,8 @@ fn map_secret(
             let same_ns = p.namespace().as_deref() == Some(ns.as_str());
             let reads = same_ns
                 && (p.refs.auth_secret == name
-                    || p.refs.config_secret.as_deref() == Some(name.as_str()));
+                    || p.refs.config_secret.as_deref() == Some(name.as_str())
+                    || p.refs.tls_secrets.contains(&name));
             reads || p.refs.appbindings.iter().any(|r| referring.contains(r))
         })
         .map(|p| ObjectRef::from_obj(&**p))
@@ -381,6 +382,7 @@ pub async fn run_controller(
         memos,
         synced: Synced::all(synced_parts.iter().cloned()),
         namespace: settings.namespace.clone(),
+        tls_renewals: Default::default(),
     };
     tasks.push(TaskGuard::spawn(versions.run()));
     tasks.push(TaskGuard::spawn(appbindings.run()));

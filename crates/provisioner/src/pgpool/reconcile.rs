@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use chrono::Utc;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -123,9 +124,13 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
     // (a ServiceMonitor CRD may have been installed since: looked up once per resync)
     ctx.caches.discovery.api(&ctx.client).await?;
     let fast = FastPath::look(ctx, &src, pgpool, &key);
-    if let Some(outcome) = fast.unchanged(ctx, pgpool).await? {
+    let renewals = &ctx.caches.tls_renewals;
+    // a certificate due for renewal needs a full reconcile even when nothing changed
+    if !renewals.due(&key, Utc::now())
+        && let Some(outcome) = fast.unchanged(ctx, pgpool).await?
+    {
         report(ctx, &api, pgpool, outcome).await?;
-        return Ok(Action::await_change());
+        return Ok(renewals.action(&key, Utc::now()));
     }
 
     // Full reconcile: read what changed, apply what differs, remember what was seen.
@@ -135,12 +140,20 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
     let (outcome, after) = match validate(pgpool, &observed, &mut RandomGenerator) {
         Err(problem) => {
             debug!(pgpool = %name, namespace = %ns, reason = problem.reason, "cannot provision");
+            // Issuers are not watched: look again in a while
+            let retry = super::tls::plan::tls_reason::ISSUER_NOT_FOUND == problem.reason
+                || super::tls::plan::tls_reason::CERT_MANAGER_MISSING == problem.reason;
+            renewals.set(
+                &key,
+                retry.then(|| Utc::now() + chrono::Duration::seconds(10)),
+            );
             (
                 MemoOutcome::Problem(problem),
                 observed_fingerprints(&observed),
             )
         }
         Ok(plan) => {
+            renewals.set(&key, plan.tls.as_ref().and_then(|t| t.renew_at));
             let desired = build(pgpool, &plan);
             let (writes, after) = apply(ctx, pgpool, &plan, &desired, &observed).await?;
             if writes > 0 {
@@ -152,7 +165,7 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
     };
     report(ctx, &api, pgpool, &outcome).await?;
     pass.remember(ctx, outcome, &after, observed.service_monitor_api.is_some());
-    Ok(Action::await_change())
+    Ok(renewals.action(&key, Utc::now()))
 }
 
 /// Writes the status of a paused Pgpool (its pods against the PetSet's replicas).

@@ -17,6 +17,10 @@ use crate::pgpool::dereference::Observed;
 use pgpool_config::{self as config, RenderInput};
 
 use auth::{auth_plan, pcp_credentials, secret_string};
+use chrono::Utc;
+use sha2::{Digest as _, Sha256};
+
+use crate::pgpool::tls::plan::{TlsPlan, plan as tls_plan};
 use backends::backends;
 use checks::{check_children_ownership, user_overrides};
 
@@ -82,22 +86,10 @@ pub fn validate(
         None
     };
 
-    // unsupported features: say so instead of running something else than asked for
-    if spec.tls.is_some() {
-        return Err(Problem::new(
-            reason::UNSUPPORTED,
-            "spec.tls is not supported by this operator yet; remove spec.tls (and sslMode, clientAuthMode cert)",
-        ));
-    }
     let auth_mode = match spec.client_auth_mode() {
         ClientAuthMode::Md5 => config::ClientAuthMode::Md5,
         ClientAuthMode::Scram => config::ClientAuthMode::Scram,
-        ClientAuthMode::Cert => {
-            return Err(Problem::new(
-                reason::UNSUPPORTED,
-                "spec.clientAuthMode cert is not supported yet; use md5 or scram",
-            ));
-        }
+        ClientAuthMode::Cert => config::ClientAuthMode::Cert,
     };
     if let Some(overrides) = spec.pod_template.as_ref().and_then(|t| t.spec.as_ref()) {
         for c in &overrides.containers {
@@ -162,6 +154,7 @@ pub fn validate(
         ));
     };
     let backends = backends(pgpool, observed, ab)?;
+    let tls = tls_plan(pgpool, ab, &observed.tls, &backend_user, Utc::now())?;
 
     check_children_ownership(pgpool, observed)?;
     let auth = auth_plan(pgpool, observed, generator)?;
@@ -186,6 +179,7 @@ pub fn validate(
         pcp_password,
         pool_key,
         user_overrides,
+        tls: tls.as_ref().map(|t| t.render.clone()).unwrap_or_default(),
         ..RenderInput::default()
     };
     let rendered = config::render(&input).map_err(|e| {
@@ -194,9 +188,15 @@ pub fn validate(
             format!("the Pgpool-II configuration cannot be rendered: {e}"),
         )
     })?;
-    let config_hash = config::config_hash(&rendered);
+    let config_hash = with_tls_hash(config::config_hash(&rendered), tls.as_ref());
 
     let mut notes = Vec::new();
+    if let Some(t) = tls.as_ref().filter(|t| !t.pending.is_empty()) {
+        notes.push(format!(
+            "waiting for cert-manager to issue the Secret(s) {}",
+            t.pending.join(", ")
+        ));
+    }
     let wants_sm = spec
         .monitor
         .as_ref()
@@ -233,5 +233,21 @@ pub fn validate(
         config_hash,
         service_monitor,
         notes,
+        certificate_api: observed.tls.certificate_api.clone(),
+        tls,
     })
+}
+
+/// The pod template's config hash: the rendered files' hash, and the TLS certificates' when
+/// there are any (new certificates need new pods: pgpool reads them at start only).
+fn with_tls_hash(config_hash: String, tls: Option<&TlsPlan>) -> String {
+    match tls.filter(|t| !t.content_hash.is_empty()) {
+        None => config_hash,
+        Some(t) => {
+            let mut h = Sha256::new();
+            h.update(config_hash.as_bytes());
+            h.update(t.content_hash.as_bytes());
+            hex::encode(h.finalize())
+        }
+    }
 }
