@@ -81,6 +81,13 @@ pub struct LeafRequest {
     pub lifetime: Duration,
 }
 
+/// The start of validity: a little before `now` for clocks a little behind (a minute, at most
+/// a quarter of the lifetime, so that the default renewal point stays ahead of `now`).
+fn backdated(now: DateTime<Utc>, lifetime: Duration) -> DateTime<Utc> {
+    let back = Duration::from_secs(60).min(lifetime / 4);
+    now - chrono::Duration::from_std(back).unwrap_or_default()
+}
+
 fn to_time(t: DateTime<Utc>) -> time::OffsetDateTime {
     time::OffsetDateTime::from_unix_timestamp(t.timestamp())
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
@@ -97,7 +104,7 @@ fn random_serial() -> rcgen::SerialNumber {
     rcgen::SerialNumber::from_slice(&bytes)
 }
 
-/// A new self-signed CA valid from one minute before `now` for `lifetime`.
+/// A new self-signed CA valid from shortly before `now` until `lifetime` after it.
 pub fn new_ca(
     common_name: &str,
     now: DateTime<Utc>,
@@ -118,7 +125,7 @@ pub fn new_ca(
         KeyUsagePurpose::DigitalSignature,
     ];
     params.serial_number = Some(random_serial());
-    params.not_before = to_time(now - chrono::Duration::minutes(1));
+    params.not_before = to_time(backdated(now, lifetime));
     params.not_after = to_time(now + chrono::Duration::from_std(lifetime).unwrap_or_default());
     let key = KeyPair::generate().map_err(generate_err)?;
     let cert = params.self_signed(&key).map_err(generate_err)?;
@@ -128,7 +135,7 @@ pub fn new_ca(
     })
 }
 
-/// A certificate for `request`, signed by `ca`, valid from one minute before `now`.
+/// A certificate for `request`, signed by `ca`, valid from shortly before `now`.
 pub fn sign(ca: &CertPair, request: &LeafRequest, now: DateTime<Utc>) -> Result<CertPair, CaError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem.0).map_err(|e| CaError::Parse {
         what: "CA key",
@@ -165,7 +172,7 @@ pub fn sign(ca: &CertPair, request: &LeafRequest, now: DateTime<Utc>) -> Result<
     }];
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(random_serial());
-    params.not_before = to_time(now - chrono::Duration::minutes(1));
+    params.not_before = to_time(backdated(now, request.lifetime));
     params.not_after =
         to_time(now + chrono::Duration::from_std(request.lifetime).unwrap_or_default());
     let key = KeyPair::generate().map_err(generate_err)?;

@@ -50,6 +50,15 @@ fn renewal_is_a_third_of_the_lifetime_ahead_unless_renew_before_says() {
 }
 
 #[test]
+fn a_short_lived_certificate_is_not_due_when_issued() {
+    let ca = new_ca("pp-ca", now(), CA_LIFETIME).unwrap();
+    let mut request = server_request();
+    request.lifetime = Duration::from_secs(6);
+    let info = inspect(&sign(&ca, &request, now()).unwrap().cert_pem).unwrap();
+    assert!(renew_at(info.not_before, info.not_after, None) > now());
+}
+
+#[test]
 fn garbage_does_not_parse() {
     assert!(inspect("not a certificate").is_err());
 }
