@@ -6,6 +6,8 @@
 //!   TLS to a PostgreSQL started with `ssl = on` (`pg_stat_ssl` of the backend session);
 //! - `clientAuthMode: cert`: a client certificate of the CA whose CN is the user logs in; no
 //!   certificate, or one of another CA, is refused;
+//! - `ssl_ca_cert` verifies the backend's certificate too: without the backend's CA in the
+//!   bundle pgpool cannot reach a TLS backend;
 //! - pgpool does not check the private key's file mode (a 0644 key serves TLS), unlike
 //!   PostgreSQL;
 //! - new certificate files are not taken on reload (SIGHUP): pgpool reads them at start only,
@@ -43,6 +45,8 @@ struct Certs {
     foreign_client: CertPair,
     /// A server certificate of another CA (the rotation check).
     other_ca: CertPair,
+    /// The CA of PostgreSQL's certificate (the AppBinding's `caBundle`).
+    backend_ca: CertPair,
     other_server: CertPair,
 }
 
@@ -62,6 +66,7 @@ fn make_certs() -> Certs {
     let now = Utc::now();
     let ca = ca::new_ca("pgpool-test-ca", now, ca::CA_LIFETIME).expect("ca");
     let other_ca = ca::new_ca("pgpool-other-ca", now, ca::CA_LIFETIME).expect("other ca");
+    let backend_ca = ca::new_ca("postgres-ca", now, ca::CA_LIFETIME).expect("backend ca");
     Certs {
         server: leaf(&ca, "pgpool", Usage::Server),
         client: leaf(&ca, MD5_USER, Usage::Client),
@@ -69,6 +74,7 @@ fn make_certs() -> Certs {
         other_server: leaf(&other_ca, "pgpool", Usage::Server),
         ca,
         other_ca,
+        backend_ca,
     }
 }
 
@@ -89,10 +95,11 @@ fn client_files(dir: &Path, name: &str, pair: &CertPair) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
-/// Turns TLS on in the running PostgreSQL (reloadable since 10) with a certificate of `ca`.
+/// Turns TLS on in the running PostgreSQL (reloadable since 10) with a certificate of its
+/// own CA (`backend_ca`).
 fn enable_postgres_ssl(tools: &PgTools, pg: &Postgres, dir: &Path, run_as: RunAs, certs: &Certs) {
     let data = dir.join("pgdata");
-    let server = leaf(&certs.ca, "postgres", Usage::Server);
+    let server = leaf(&certs.backend_ca, "postgres", Usage::Server);
     write_owned(&data.join("server.crt"), &server.cert_pem, 0o600, run_as);
     write_owned(&data.join("server.key"), &server.key_pem.0, 0o600, run_as);
     let admin = format!(
@@ -138,7 +145,8 @@ fn psql(tools: &PgTools, conninfo: &str, password: Option<&str>, query: &str) ->
     run(&mut cmd)
 }
 
-/// One pgpool with TLS files in `dir/key/` (mode `key_mode` for the key).
+/// One pgpool with TLS files in `dir/key/` (mode `key_mode` for the key); its CA file is the
+/// Pgpool's CA followed, when `backend_ca`, by the backend's, as the init container writes it.
 struct TlsPgpool {
     server: Server,
     port: u16,
@@ -152,6 +160,7 @@ fn start_tls_pgpool(
     mode: ClientAuthMode,
     certs: &Certs,
     key_mode: u32,
+    backend_ca: bool,
 ) -> Result<TlsPgpool, String> {
     let (tools, pg, run_as) = env;
     fs::create_dir(dir).expect("case dir");
@@ -193,12 +202,11 @@ fn start_tls_pgpool(
     fs::set_permissions(&tls_dir, fs::Permissions::from_mode(0o700)).expect("chmod");
     write_owned(&files.cert, &certs.server.cert_pem, 0o600, run_as);
     write_owned(&files.key, &certs.server.key_pem.0, key_mode, run_as);
-    write_owned(
-        files.ca.as_ref().expect("ca"),
-        &certs.ca.cert_pem,
-        0o600,
-        run_as,
-    );
+    let mut bundle = certs.ca.cert_pem.clone();
+    if backend_ca {
+        bundle.push_str(&certs.backend_ca.cert_pem);
+    }
+    write_owned(files.ca.as_ref().expect("ca"), &bundle, 0o600, run_as);
 
     let mut cmd = run_as.command(&binary.pgpool);
     cmd.args(pgpool_args(&paths));
@@ -261,7 +269,7 @@ fn require_case(
     certs: &Certs,
 ) -> Result<(), String> {
     let tools = env.0;
-    let mut p = start_tls_pgpool(binary, env, dir, ClientAuthMode::Md5, certs, 0o600)?;
+    let mut p = start_tls_pgpool(binary, env, dir, ClientAuthMode::Md5, certs, 0o600, true)?;
     let root = dir.join("root.crt");
     fs::write(&root, &certs.ca.cert_pem).expect("write root");
     let query = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
@@ -371,7 +379,7 @@ fn cert_case(
     certs: &Certs,
 ) -> Result<(), String> {
     let tools = env.0;
-    let mut p = start_tls_pgpool(binary, env, dir, ClientAuthMode::Cert, certs, 0o600)?;
+    let mut p = start_tls_pgpool(binary, env, dir, ClientAuthMode::Cert, certs, 0o600, true)?;
     let root = dir.join("root.crt");
     fs::write(&root, &certs.ca.cert_pem).expect("write root");
     let (cert, key) = client_files(dir, "client", &certs.client);
@@ -423,7 +431,7 @@ fn loose_key_case(
     certs: &Certs,
 ) -> Result<(), String> {
     let tools = env.0;
-    let mut p = start_tls_pgpool(binary, env, dir, ClientAuthMode::Md5, certs, 0o644)?;
+    let mut p = start_tls_pgpool(binary, env, dir, ClientAuthMode::Md5, certs, 0o644, true)?;
     let root = dir.join("root.crt");
     fs::write(&root, &certs.ca.cert_pem).expect("write root");
     let out = psql(
@@ -436,6 +444,35 @@ fn loose_key_case(
     check(
         out.status.success(),
         "pgpool serves TLS with a 0644 key",
+        &out,
+        &p.server,
+    )
+}
+
+/// `ssl_ca_cert` also verifies the backend's certificate: without the backend's CA in the
+/// file, pgpool cannot log in to a TLS backend ("certificate verify failed"). Hence the CA
+/// file in the pod is a bundle with the AppBinding's `caBundle`.
+fn backend_ca_case(
+    binary: &PgpoolBinary,
+    env: (&PgTools, &Postgres, RunAs),
+    dir: &Path,
+    certs: &Certs,
+) -> Result<(), String> {
+    let tools = env.0;
+    let mut p = start_tls_pgpool(binary, env, dir, ClientAuthMode::Md5, certs, 0o600, false)?;
+    let root = dir.join("root.crt");
+    fs::write(&root, &certs.ca.cert_pem).expect("write root");
+    let out = psql(
+        tools,
+        &conninfo(p.port, "verify-full", &root),
+        Some(MD5_PASSWORD),
+        "SELECT 1",
+    );
+    p.server.stop();
+    let log = fs::read_to_string(&p.server.log).unwrap_or_default();
+    check(
+        !out.status.success() && log.contains("certificate verify failed"),
+        "without the backend's CA pgpool must refuse the backend's certificate",
         &out,
         &p.server,
     )
@@ -487,6 +524,7 @@ fn real_pgpool_serves_tls_from_the_built_in_ca() {
             ("require", require_case as fn(_, _, &Path, _) -> _),
             ("cert", cert_case),
             ("loose-key", loose_key_case),
+            ("backend-ca", backend_ca_case),
         ] {
             let case_dir = dir.join(format!("tls-{}-{name}", binary.line));
             let started = Instant::now();

@@ -191,6 +191,16 @@ pub fn validate(
     let config_hash = with_tls_hash(config::config_hash(&rendered), tls.as_ref());
 
     let mut notes = Vec::new();
+    if let Some(t) = tls.as_ref()
+        && t.render.backend
+        && t.render.files.is_some()
+        && t.backend_ca.is_none()
+    {
+        // pgpool checks the backend's certificate against ssl_ca_cert (the Pgpool's CA)
+        notes.push(format!(
+            "AppBinding {ab_name} asks for TLS but has no clientConfig.caBundle: pgpool accepts only a backend certificate of the Pgpool's own CA"
+        ));
+    }
     if let Some(t) = tls.as_ref().filter(|t| !t.pending.is_empty()) {
         notes.push(format!(
             "waiting for cert-manager to issue the Secret(s) {}",
