@@ -8,7 +8,7 @@ use super::contract::{
     PID_FILE_NAME, RUN_DIR,
 };
 use super::parameters::{DEFAULT_PCP_PORT, DEFAULT_PORT};
-use super::tls::TlsInput;
+use super::tls_input::TlsInput;
 
 /// How clients authenticate to pgpool (the `pool_hba.conf` method for TCP clients).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

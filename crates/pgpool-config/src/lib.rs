@@ -28,6 +28,7 @@ mod parameters;
 mod pgpool_conf;
 mod secrets;
 mod tls;
+mod tls_input;
 mod version;
 
 #[cfg(test)]
@@ -56,7 +57,7 @@ pub use parameters::{
 };
 pub use pgpool_conf::{Value, parse_pgpool_conf};
 pub use secrets::{aes_secret, decrypt_aes_secret, pcp_md5};
-pub use tls::{ClientTls, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, TlsFiles, TlsInput};
+pub use tls_input::{ClientTls, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, TlsFiles, TlsInput};
 pub use version::{MIN_SUPPORTED, PgpoolRelease, RENAMED_PARAMETERS, RenamedParameter, renamed};
 
 /// The rendered file texts, keyed in the config Secret by the `KEY_*` constants.

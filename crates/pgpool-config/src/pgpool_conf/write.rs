@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::syntax::{Value, is_valid_key};
 use crate::checks::{check_backend, check_sizing};
@@ -12,6 +12,7 @@ use crate::input::RenderInput;
 use crate::parameters::{
     DEFAULT_MAX_POOL, DEFAULT_NUM_INIT_CHILDREN, MANAGED_PARAMETERS, MAX_BACKENDS,
 };
+use crate::tls_input::TlsInput;
 
 /// An ordered list of `key = value` entries grouped in commented sections.
 pub(super) struct ConfBuilder {
@@ -138,7 +139,7 @@ pub(crate) fn render_pgpool_conf(input: &RenderInput) -> Result<String, ConfigEr
     conf.set("enable_pool_hba", Value::Bool(true));
     conf.set("pool_passwd", dir(&input.paths.pool_passwd()));
     conf.set("allow_clear_text_frontend_auth", Value::Bool(false));
-    for (key, value) in crate::tls::conf_entries(&input.tls) {
+    for (key, value) in ssl_entries(&input.tls) {
         conf.set(key, value);
     }
 
@@ -204,4 +205,18 @@ pub(crate) fn render_pgpool_conf(input: &RenderInput) -> Result<String, ConfigEr
         }
     }
     conf.finish()
+}
+
+/// The `ssl*` parameters, in the order they are written.
+fn ssl_entries(tls: &TlsInput) -> Vec<(&'static str, Value)> {
+    let path = |p: &PathBuf| Value::Str(p.to_string_lossy().into_owned());
+    let mut entries = vec![("ssl", Value::Bool(tls.ssl_on()))];
+    if let Some(files) = &tls.files {
+        entries.push(("ssl_cert", path(&files.cert)));
+        entries.push(("ssl_key", path(&files.key)));
+        if let Some(ca) = &files.ca {
+            entries.push(("ssl_ca_cert", path(ca)));
+        }
+    }
+    entries
 }

@@ -182,11 +182,6 @@ pub async fn apply(
             }
         }
     }
-    // the certificates before the pods that mount them
-    for (kind, name, meta) in super::tls::apply::apply(ctx, pgpool, plan, desired, observed).await?
-    {
-        wrote(kind, name, Some(&meta));
-    }
     if let Some(w) = ensure(&apis.petsets, &desired.petset, c.petset.as_ref()).await? {
         wrote(Kind::PetSet, w.name_any(), Some(w.meta()));
     }

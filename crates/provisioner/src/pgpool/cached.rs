@@ -51,7 +51,7 @@ impl CachedPgpool {
             appbindings: pgpool.appbindings(),
             auth_secret: pgpool.auth_secret_name(),
             config_secret: pgpool.spec.user_config_secret_name(),
-            tls_secrets: crate::pgpool::tls::plan::secret_names(&pgpool),
+            tls_secrets: crate::pgpool::tls::names::secret_names(&pgpool),
         };
         Ok(Self {
             spec: serde_json::to_string(&pgpool.spec)?.into_boxed_str(),

@@ -98,7 +98,7 @@ pub fn child_slots(pgpool: &Pgpool, service_monitor: bool) -> Vec<(Kind, String)
     if service_monitor {
         slots.push((Kind::ServiceMonitor, pgpool.stats_service_name()));
     }
-    for name in crate::pgpool::tls::plan::secret_names(pgpool) {
+    for name in crate::pgpool::tls::names::secret_names(pgpool) {
         slots.push((Kind::Secret, name));
     }
     slots

@@ -22,8 +22,10 @@ use super::context::Context;
 use super::dereference;
 use super::error::ReconcileError;
 use super::fast_path::{FastPath, observed_fingerprints};
+use super::index::fingerprint_of;
 use super::memo::MemoOutcome;
 use super::status::{Outcome, is_paused, observe};
+use super::tls::apply::apply as tls_apply;
 use super::validate::{RandomGenerator, validate};
 
 /// The `controller` label of this controller's metrics.
@@ -155,7 +157,13 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
         Ok(plan) => {
             renewals.set(&key, plan.tls.as_ref().and_then(|t| t.renew_at));
             let desired = build(pgpool, &plan);
-            let (writes, after) = apply(ctx, pgpool, &plan, &desired, &observed).await?;
+            // the certificates before the pods that mount them
+            let tls_writes = tls_apply(ctx, pgpool, &plan, &desired, &observed).await?;
+            let (writes, mut after) = apply(ctx, pgpool, &plan, &desired, &observed).await?;
+            let writes = writes + tls_writes.len();
+            for (kind, child, meta) in tls_writes {
+                after.insert((kind, child), Some(fingerprint_of(kind, &meta)));
+            }
             if writes > 0 {
                 debug!(pgpool = %name, namespace = %ns, writes, "children applied");
             }

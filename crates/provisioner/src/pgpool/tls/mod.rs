@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod ca;
+pub mod names;
 pub mod observe;
 pub mod plan;
 

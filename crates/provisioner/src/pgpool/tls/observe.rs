@@ -10,7 +10,7 @@ use kube::{Client, ResourceExt};
 use operator_kit::api::is_not_found;
 use pgpool_api::Pgpool;
 
-use super::plan::secret_names;
+use super::names::secret_names;
 
 /// cert-manager's API group.
 pub const CERT_MANAGER_GROUP: &str = "cert-manager.io";

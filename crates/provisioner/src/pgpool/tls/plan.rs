@@ -11,15 +11,15 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use pgpool_api::pgpool::{
-    ALIAS_CLIENT, ALIAS_SERVER, CertificateSpec, SslMode, TlsConfig, TypedLocalObjectReference,
+    ALIAS_CLIENT, ALIAS_SERVER, CertificateSpec, SslMode, TypedLocalObjectReference,
 };
 use pgpool_api::{AppBinding, Pgpool, duration, names};
 use pgpool_config::{ClientTls, TlsFiles, TlsInput};
 use sha2::{Digest as _, Sha256};
 
 use super::ca::{self, CertPair, KeyPem, LeafRequest, Usage};
+pub use super::names::{ca_secret_name, cert_secret_name, secret_names};
 use super::observe::{IssuerState, TlsObserved};
-use crate::pgpool::validate::{Problem, reason};
 
 /// Secret keys, as cert-manager writes them.
 pub const KEY_TLS_CRT: &str = "tls.crt";
@@ -27,6 +27,24 @@ pub const KEY_TLS_CRT: &str = "tls.crt";
 pub const KEY_TLS_KEY: &str = "tls.key";
 /// The CA certificate.
 pub const KEY_CA_CRT: &str = "ca.crt";
+
+/// A TLS problem the user must fix: a condition reason and a message that names the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// CamelCase reason, one of [`tls_reason`].
+    pub reason: &'static str,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl Problem {
+    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+}
 
 /// Condition reasons of TLS problems.
 pub mod tls_reason {
@@ -36,34 +54,8 @@ pub mod tls_reason {
     pub const CERT_MANAGER_MISSING: &str = "CertManagerNotInstalled";
     /// `spec.tls` cannot be used as given.
     pub const INVALID_TLS: &str = "InvalidTLS";
-}
-
-/// Name of the built-in CA Secret of Pgpool `name` (one CA per Pgpool, owned by it).
-pub fn ca_secret_name(name: &str) -> String {
-    format!("{name}-ca")
-}
-
-/// The Secret of certificate `alias`: `secretName` from the spec, else `<name>-<alias>-cert`.
-pub fn cert_secret_name(name: &str, tls: &TlsConfig, alias: &str) -> String {
-    tls.certificate(alias)
-        .and_then(|c| c.secret_name.clone())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| format!("{name}-{alias}-cert"))
-}
-
-/// The Secret names a Pgpool's TLS uses (CA first for the built-in CA).
-pub fn secret_names(pgpool: &Pgpool) -> Vec<String> {
-    let Some(tls) = &pgpool.spec.tls else {
-        return Vec::new();
-    };
-    let name = pgpool.name_any();
-    let mut out = Vec::new();
-    if tls.issuer_ref.is_none() {
-        out.push(ca_secret_name(&name));
-    }
-    out.push(cert_secret_name(&name, tls, ALIAS_SERVER));
-    out.push(cert_secret_name(&name, tls, ALIAS_CLIENT));
-    out
+    /// The AppBinding's TLS settings cannot be used.
+    pub const APPBINDING_INVALID: &str = "AppBindingInvalid";
 }
 
 /// A Secret the built-in CA writes. `Debug` shows no data.
@@ -165,7 +157,7 @@ fn backend_ca(ab: &AppBinding) -> Result<Option<String>, Problem> {
         .decode(bundle.trim())
         .map_err(|e| {
             Problem::new(
-                reason::APPBINDING_INVALID,
+                tls_reason::APPBINDING_INVALID,
                 format!(
                     "AppBinding {}: clientConfig.caBundle is not base64: {e}",
                     ab.name_any()
@@ -174,7 +166,7 @@ fn backend_ca(ab: &AppBinding) -> Result<Option<String>, Problem> {
         })?;
     let pem = String::from_utf8(bytes).map_err(|_| {
         Problem::new(
-            reason::APPBINDING_INVALID,
+            tls_reason::APPBINDING_INVALID,
             format!(
                 "AppBinding {}: clientConfig.caBundle is not PEM text",
                 ab.name_any()

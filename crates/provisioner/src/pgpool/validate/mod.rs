@@ -154,7 +154,8 @@ pub fn validate(
         ));
     };
     let backends = backends(pgpool, observed, ab)?;
-    let tls = tls_plan(pgpool, ab, &observed.tls, &backend_user, Utc::now())?;
+    let tls = tls_plan(pgpool, ab, &observed.tls, &backend_user, Utc::now())
+        .map_err(|p| Problem::new(p.reason, p.message))?;
 
     check_children_ownership(pgpool, observed)?;
     let auth = auth_plan(pgpool, observed, generator)?;
