@@ -86,6 +86,19 @@ async fn assert_no_private_key(env: &Env, keys: &[String]) {
     }
 }
 
+const TLS_HASH: &str = "pgpool.kubedb.com/tls-hash";
+
+async fn events_with_reason(env: &Env, reason: &str) -> usize {
+    env.api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .count()
+}
+
 fn tls_pgpool(tls: serde_json::Value, ssl_mode: &str) -> Pgpool {
     let mut p = example_pgpool();
     p.spec.tls = Some(serde_json::from_value(tls).expect("tls"));
@@ -200,7 +213,7 @@ async fn built_in_certificates_are_renewed_before_expiry_with_an_event() {
         .metadata
         .unwrap()
         .annotations
-        .unwrap()[pgpool_api::names::ANNOTATION_CONFIG_HASH]
+        .unwrap()[TLS_HASH]
         .clone();
     let mut keys = vec![secret_text(&env, "pp-update-server-cert", "tls.key").await];
     let renewed = tokio::time::timeout(Duration::from_secs(40), async {
@@ -232,17 +245,24 @@ async fn built_in_certificates_are_renewed_before_expiry_with_an_event() {
             .any(|e| e.reason.as_deref() == Some("CertificateRenewed"))
     })
     .await;
-    // the pods get the new certificate: the template's hash changed
-    wait_until("a new config hash in the pod template", || async {
+    // the provisioner restarts the pod (no ops request): it carries the new hash
+    wait_until("a pod with the new certificates", || async {
         let ps = env.api::<PetSet>().get(NAME).await.unwrap();
-        ps.spec
+        let want = ps
+            .spec
             .template
             .metadata
             .and_then(|m| m.annotations)
-            .unwrap()[pgpool_api::names::ANNOTATION_CONFIG_HASH]
-            != first_hash
+            .unwrap()[TLS_HASH]
+            .clone();
+        let pods = env.pods(NAME).await;
+        want != first_hash
+            && pods.len() == 1
+            && pods[0].metadata.deletion_timestamp.is_none()
+            && pods[0].metadata.annotations.as_ref().unwrap()[TLS_HASH] == want
     })
     .await;
+    assert!(events_with_reason(&env, "RestartedForCertificate").await > 0);
     assert_no_private_key(&env, &keys).await;
 }
 

@@ -15,6 +15,7 @@ use pgpool_api::{Pgpool, names};
 use tracing::{debug, warn};
 
 use super::apply::apply;
+use super::build;
 use super::build::build;
 use super::cached::CachedPgpool;
 use super::cleanup;
@@ -26,6 +27,7 @@ use super::index::fingerprint_of;
 use super::memo::MemoOutcome;
 use super::status::{Outcome, is_paused, observe};
 use super::tls::apply::apply as tls_apply;
+use super::tls::rollout;
 use super::validate::{RandomGenerator, validate};
 
 /// The `controller` label of this controller's metrics.
@@ -132,6 +134,7 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
         && let Some(outcome) = fast.unchanged(ctx, pgpool).await?
     {
         report(ctx, &api, pgpool, outcome).await?;
+        rollout::roll(ctx, pgpool, &key).await?;
         return Ok(renewals.action(&key, Utc::now()));
     }
 
@@ -156,6 +159,13 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
         }
         Ok(plan) => {
             renewals.set(&key, plan.tls.as_ref().and_then(|t| t.renew_at));
+            renewals.set_target(
+                &key,
+                build::tls_secrets::tls_hash(&plan).map(|tls_hash| rollout::Target {
+                    tls_hash,
+                    config_hash: plan.config_hash.clone(),
+                }),
+            );
             let desired = build(pgpool, &plan);
             // the certificates before the pods that mount them
             let tls_writes = tls_apply(ctx, pgpool, &plan, &desired, &observed).await?;
@@ -173,6 +183,7 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
     };
     report(ctx, &api, pgpool, &outcome).await?;
     pass.remember(ctx, outcome, &after, observed.service_monitor_api.is_some());
+    rollout::roll(ctx, pgpool, &key).await?;
     Ok(renewals.action(&key, Utc::now()))
 }
 

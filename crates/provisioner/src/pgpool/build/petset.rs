@@ -135,6 +135,9 @@ pub fn pod_template(pgpool: &Pgpool, plan: &Plan) -> PodTemplateSpec {
         names::ANNOTATION_CONFIG_HASH.into(),
         plan.config_hash.clone(),
     );
+    if let Some(hash) = super::tls_secrets::tls_hash(plan) {
+        annotations.insert(super::tls_secrets::ANNOTATION_TLS_HASH.into(), hash);
+    }
 
     let mut containers = vec![pgpool_container(pgpool, plan, overrides)];
     if let Some(image) = &plan.exporter_image {

@@ -20,6 +20,9 @@ pub const TLS_SOURCE_DIR: &str = "/etc/pgpool-tls";
 pub const VOLUME_TLS_CLIENT: &str = "pgpool-tls-client";
 /// Where the exporter finds the client certificate.
 pub const TLS_CLIENT_DIR: &str = "/etc/pgpool-tls-client";
+/// Pod template annotation with the hash of the certificates the pod loads: a change restarts
+/// the pods (see `tls::rollout`).
+pub const ANNOTATION_TLS_HASH: &str = "pgpool.kubedb.com/tls-hash";
 /// Config Secret key with the backend's CA (AppBinding `caBundle`), when there is one.
 pub const KEY_BACKEND_CA: &str = "backend-ca.crt";
 
@@ -28,6 +31,14 @@ pub fn serving(plan: &Plan) -> Option<&TlsPlan> {
     plan.tls
         .as_ref()
         .filter(|t| t.render.files.is_some() && !t.server_secret.is_empty())
+}
+
+/// The hash of the certificates the pods load, when they load any.
+pub fn tls_hash(plan: &Plan) -> Option<String> {
+    plan.tls
+        .as_ref()
+        .map(|t| t.content_hash.clone())
+        .filter(|h| !h.is_empty())
 }
 
 /// The built-in CA's Secrets (none with cert-manager).

@@ -1,12 +1,14 @@
 //! TLS of a Pgpool: the built-in CA ([`ca`], pure), what a Pgpool needs and what to issue
 //! or renew ([`plan`], pure), the reads it depends on ([`observe`]), the writes and events
-//! ([`apply`]) and the renewal schedule ([`Renewals`]).
+//! ([`apply`]), the renewal schedule ([`Renewals`]) and the pod restarts that load new
+//! certificates ([`rollout`]).
 
 pub mod apply;
 pub mod ca;
 pub mod names;
 pub mod observe;
 pub mod plan;
+pub mod rollout;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,6 +22,7 @@ use kube::runtime::controller::Action;
 #[derive(Debug, Default)]
 pub struct Renewals {
     due: Mutex<HashMap<String, DateTime<Utc>>>,
+    targets: Mutex<HashMap<String, rollout::Target>>,
 }
 
 impl Renewals {
@@ -43,6 +46,25 @@ impl Renewals {
     /// Forgets `key` (deleted or halted).
     pub fn forget(&self, key: &str) {
         self.map().remove(key);
+        self.set_target(key, None);
+    }
+
+    /// Records the hashes the pods of `key` must carry (`None`: no TLS).
+    pub fn set_target(&self, key: &str, target: Option<rollout::Target>) {
+        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        match target {
+            Some(t) => targets.insert(key.to_string(), t),
+            None => targets.remove(key),
+        };
+    }
+
+    /// The hashes the pods of `key` must carry, when it has TLS.
+    pub fn target(&self, key: &str) -> Option<rollout::Target> {
+        self.targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
     }
 
     /// What the controller does after a reconcile of `key`: wake up at the next renewal, or

@@ -18,9 +18,8 @@ use pgpool_config::{self as config, RenderInput};
 
 use auth::{auth_plan, pcp_credentials, secret_string};
 use chrono::Utc;
-use sha2::{Digest as _, Sha256};
 
-use crate::pgpool::tls::plan::{TlsPlan, plan as tls_plan};
+use crate::pgpool::tls::plan::plan as tls_plan;
 use backends::backends;
 use checks::{check_children_ownership, user_overrides};
 
@@ -189,7 +188,7 @@ pub fn validate(
             format!("the Pgpool-II configuration cannot be rendered: {e}"),
         )
     })?;
-    let config_hash = with_tls_hash(config::config_hash(&rendered), tls.as_ref());
+    let config_hash = config::config_hash(&rendered);
 
     let mut notes = Vec::new();
     if let Some(t) = tls.as_ref()
@@ -247,18 +246,4 @@ pub fn validate(
         certificate_api: observed.tls.certificate_api.clone(),
         tls,
     })
-}
-
-/// The pod template's config hash: the rendered files' hash, and the TLS certificates' when
-/// there are any (new certificates need new pods: pgpool reads them at start only).
-fn with_tls_hash(config_hash: String, tls: Option<&TlsPlan>) -> String {
-    match tls.filter(|t| !t.content_hash.is_empty()) {
-        None => config_hash,
-        Some(t) => {
-            let mut h = Sha256::new();
-            h.update(config_hash.as_bytes());
-            h.update(t.content_hash.as_bytes());
-            hex::encode(h.finalize())
-        }
-    }
 }
