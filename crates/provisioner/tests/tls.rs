@@ -473,3 +473,35 @@ async fn a_missing_issuer_is_a_false_condition_naming_it() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_provisioner_keeps_the_certificates_and_writes_nothing() {
+    log_buffer();
+    let mut env = Env::start().await;
+    env.create(&tls_pgpool(json!({}), "require")).await;
+    env.wait_phase(NAME, PgpoolPhase::Ready).await;
+    let names = [
+        "pp-update-ca",
+        "pp-update-server-cert",
+        "pp-update-client-cert",
+    ];
+    let mut before = Vec::new();
+    for name in names {
+        before.push(secret_text(&env, name, "tls.crt").await);
+    }
+
+    env.stop_operator().await;
+    let mark = env.server.requests().mark();
+    env.start_operator().await;
+    env.wait_reconciles(5).await;
+    env.wait_phase(NAME, PgpoolPhase::Ready).await;
+    for (name, pem) in names.iter().zip(&before) {
+        assert_eq!(
+            &secret_text(&env, name, "tls.crt").await,
+            pem,
+            "{name} kept"
+        );
+    }
+    let writes = env.server.requests().since(&mark).writes_by(AGENT);
+    assert_eq!(writes, 0, "a restart on a Ready TLS Pgpool writes nothing");
+}

@@ -428,6 +428,7 @@ pub async fn run_controller(
                         obj.name
                     );
                     gone.caches.memos.forget(&key);
+                    gone.caches.tls_renewals.forget(&key);
                 }
                 Err(e) => warn!("Pgpool controller: {e}"),
             }

@@ -97,6 +97,7 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
 
     if pgpool.meta().deletion_timestamp.is_some() {
         ctx.caches.memos.forget(&key);
+        ctx.caches.tls_renewals.forget(&key);
         if !finalizers::has(pgpool, names::FINALIZER) {
             return Ok(Action::await_change());
         }
@@ -118,6 +119,7 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
     }
     if pgpool.spec.is_halted() {
         ctx.caches.memos.forget(&key);
+        ctx.caches.tls_renewals.forget(&key);
         cleanup::halt(ctx, pgpool).await?;
         write_status(ctx, &api, pgpool, &Outcome::Halted).await?;
         return Ok(Action::await_change());
