@@ -25,13 +25,22 @@ pub const RESERVED_ENV_VARS: &[&str] = &[
     "DATA_SOURCE_URI",
 ];
 /// Volume names the operator uses in the pod; a pod template may not reuse them.
-pub const RESERVED_VOLUME_NAMES: &[&str] = &["pgpool-config", "pgpool-run", "pgpool-key", "tmp"];
+pub const RESERVED_VOLUME_NAMES: &[&str] = &[
+    "pgpool-config",
+    "pgpool-run",
+    "pgpool-key",
+    "tmp",
+    "pgpool-tls",
+    "pgpool-tls-client",
+];
 /// Mount paths the operator uses in the pod; a pod template may not mount over them.
 pub const RESERVED_MOUNT_PATHS: &[&str] = &[
     "/etc/pgpool-config",
     "/var/run/pgpool",
     "/var/run/pgpool-key",
     "/tmp",
+    "/etc/pgpool-tls",
+    "/etc/pgpool-tls-client",
 ];
 
 /// The desired state of a Pgpool.
