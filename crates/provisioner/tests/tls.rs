@@ -505,3 +505,57 @@ async fn a_restarted_provisioner_keeps_the_certificates_and_writes_nothing() {
     let writes = env.server.requests().since(&mark).writes_by(AGENT);
     assert_eq!(writes, 0, "a restart on a Ready TLS Pgpool writes nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exporter_talks_tls_with_the_client_certificate() {
+    log_buffer();
+    let env = Env::start().await;
+    let mut p = tls_pgpool(json!({}), "require");
+    p.spec.client_auth_mode = Some(serde_json::from_value(json!("cert")).unwrap());
+    p.spec.monitor = serde_json::from_value(json!({"agent": "prometheus.io/builtin"})).unwrap();
+    env.create(&p).await;
+    env.wait_phase(NAME, PgpoolPhase::Ready).await;
+    let hba = secret_text(&env, "pp-update-config", "pool_hba.conf").await;
+    assert!(
+        hba.contains("hostssl all       all   0.0.0.0/0  cert"),
+        "{hba}"
+    );
+    let ps = env.api::<PetSet>().get(NAME).await.unwrap();
+    let pod = ps.spec.template.spec.unwrap();
+    let exporter = pod
+        .containers
+        .iter()
+        .find(|c| c.name == "exporter")
+        .expect("exporter");
+    let uri = exporter
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "DATA_SOURCE_URI")
+        .and_then(|e| e.value.clone())
+        .unwrap();
+    assert!(uri.contains("sslmode=require"), "{uri}");
+    assert!(
+        uri.contains("sslcert=/etc/pgpool-tls-client/tls.crt"),
+        "{uri}"
+    );
+    assert!(
+        exporter
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|m| m.name == "pgpool-tls-client")
+    );
+    let client_volume = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "pgpool-tls-client")
+        .expect("client certificate volume");
+    assert_eq!(
+        client_volume.secret.unwrap().secret_name.as_deref(),
+        Some("pp-update-client-cert")
+    );
+}
