@@ -1,5 +1,6 @@
-//! TLS on the real binaries (4.3, 4.6, 4.7) with certificates from the built-in CA
-//! (`pgpool::tls::ca`) and the configuration `pgpool-config` renders for a TLS Pgpool:
+//! TLS on the real binaries (4.3, 4.6, 4.7) with the certificates the provisioner's built-in
+//! CA issues for a Pgpool (`pgpool::tls::plan`) and the configuration `pgpool-config` renders
+//! for a TLS Pgpool:
 //!
 //! - `sslMode: require` (+ md5): `psql sslmode=verify-full` against the CA logs in through
 //!   pgpool with the host name of the certificate; `sslmode=disable` is refused; pgpool talks
@@ -20,10 +21,13 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use pgpool_api::{AppBinding, Pgpool};
 use pgpool_config::{
     Backend, ClientAuthMode, ClientTls, Paths, RenderInput, TlsFiles, TlsInput, pgpool_args, render,
 };
 use pgpool_provisioner::pgpool::tls::ca::{self, CertPair, LeafRequest, Usage};
+use pgpool_provisioner::pgpool::tls::observe::TlsObserved;
+use pgpool_provisioner::pgpool::tls::plan;
 
 use crate::binaries::{LINES, PgpoolBinary, find_binaries};
 use crate::servers::{
@@ -62,14 +66,56 @@ fn leaf(ca: &CertPair, cn: &str, usage: Usage) -> CertPair {
     ca::sign(ca, &request, Utc::now()).expect("sign")
 }
 
+/// The certificates the provisioner itself issues for a Pgpool with `spec.tls: {}` and
+/// `sslMode: verify-full` (`tls::plan`, the same code as in the controller): its CA Secret,
+/// server certificate (the Services' names, `localhost`, `127.0.0.1`) and client certificate
+/// (CN = the AppBinding's user, here [`MD5_USER`]); the plan asks for client TLS `Required`.
+fn provisioner_certs() -> (CertPair, CertPair, CertPair) {
+    let pgpool: Pgpool = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kubedb.com/v1alpha2", "kind": "Pgpool",
+        "metadata": {"name": "pp", "namespace": "demo"},
+        "spec": {"version": "4.6.1", "postgresRef": {"name": "pg"}, "tls": {}, "sslMode": "verify-full"}
+    }))
+    .expect("Pgpool");
+    let appbinding: AppBinding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding",
+        "metadata": {"name": "pg", "namespace": "demo"},
+        "spec": {"clientConfig": {"service": {"name": "pg", "query": "sslmode=verify-full"}}}
+    }))
+    .expect("AppBinding");
+    let plan = plan::plan(
+        &pgpool,
+        &appbinding,
+        &TlsObserved::default(),
+        MD5_USER,
+        Utc::now(),
+    )
+    .expect("TLS plan")
+    .expect("TLS wanted");
+    assert_eq!(plan.render.clients, ClientTls::Required);
+    assert!(plan.render.backend);
+    let pair = |name: &str| {
+        let s = plan.secrets.iter().find(|s| s.name == name).expect(name);
+        CertPair {
+            cert_pem: s.data[plan::KEY_TLS_CRT].clone(),
+            key_pem: ca::KeyPem(s.data[plan::KEY_TLS_KEY].clone()),
+        }
+    };
+    (
+        pair("pp-ca"),
+        pair("pp-server-cert"),
+        pair("pp-client-cert"),
+    )
+}
+
 fn make_certs() -> Certs {
     let now = Utc::now();
-    let ca = ca::new_ca("pgpool-test-ca", now, ca::CA_LIFETIME).expect("ca");
+    let (ca, server, client) = provisioner_certs();
     let other_ca = ca::new_ca("pgpool-other-ca", now, ca::CA_LIFETIME).expect("other ca");
     let backend_ca = ca::new_ca("postgres-ca", now, ca::CA_LIFETIME).expect("backend ca");
     Certs {
-        server: leaf(&ca, "pgpool", Usage::Server),
-        client: leaf(&ca, MD5_USER, Usage::Client),
+        server,
+        client,
         foreign_client: leaf(&other_ca, MD5_USER, Usage::Client),
         other_server: leaf(&other_ca, "pgpool", Usage::Server),
         ca,
