@@ -28,7 +28,10 @@ fn log_buffer() -> Arc<Mutex<Vec<u8>>> {
             let buffer = Arc::new(Mutex::new(Vec::new()));
             let sink = buffer.clone();
             let subscriber = tracing_subscriber::fmt()
-                .with_env_filter("debug,kube=info,hyper=info,tower=info,h2=info,rustls=info")
+                // the operators' own code at debug (more than they log in production)
+                .with_env_filter(
+                    "info,pgpool_provisioner=debug,operator_kit=debug,petset_controller=debug",
+                )
                 .with_ansi(false)
                 .with_writer(move || Sink(sink.clone()))
                 .finish();
@@ -197,9 +200,9 @@ async fn built_in_ca_makes_a_verify_full_pgpool_ready() {
 async fn built_in_certificates_are_renewed_before_expiry_with_an_event() {
     log_buffer();
     let env = Env::start().await;
-    // 20 s certificates renewed 12 s before expiry: due 8 s after issue
+    // 45 s certificates renewed 30 s before expiry: due 15 s after issue
     let tls =
-        json!({"certificates": [{"alias": "server", "duration": "20s", "renewBefore": "12s"}]});
+        json!({"certificates": [{"alias": "server", "duration": "45s", "renewBefore": "30s"}]});
     env.create(&tls_pgpool(tls, "require")).await;
     env.wait_phase(NAME, PgpoolPhase::Ready).await;
     let first = secret_text(&env, "pp-update-server-cert", "tls.crt").await;
@@ -216,7 +219,7 @@ async fn built_in_certificates_are_renewed_before_expiry_with_an_event() {
         .unwrap()[TLS_HASH]
         .clone();
     let mut keys = vec![secret_text(&env, "pp-update-server-cert", "tls.key").await];
-    let renewed = tokio::time::timeout(Duration::from_secs(40), async {
+    let renewed = tokio::time::timeout(Duration::from_secs(90), async {
         loop {
             if env
                 .secret_value("pp-update-server-cert", "tls.crt")

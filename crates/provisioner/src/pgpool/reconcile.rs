@@ -152,7 +152,7 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
                 || super::tls::plan::tls_reason::CERT_MANAGER_MISSING == problem.reason;
             renewals.set(
                 &key,
-                retry.then(|| Utc::now() + chrono::Duration::seconds(10)),
+                retry.then(|| Utc::now() + chrono::Duration::seconds(5)),
             );
             (
                 MemoOutcome::Problem(problem),
