@@ -54,6 +54,9 @@ pub struct ClientConfig {
     /// A URL such as `postgresql://host:5432/db`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// PEM CA bundle (base64, as KubeDB writes it) that signs the server's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
 }
 
 /// A Service reference.

@@ -21,6 +21,7 @@ pub mod pgpool;
 pub mod pgpool_monitor;
 pub mod pgpool_names;
 pub mod pgpool_overrides;
+pub mod pgpool_tls;
 pub mod quantity;
 pub mod version;
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::pgpool_monitor::*;
 pub use crate::pgpool_overrides::*;
+pub use crate::pgpool_tls::*;
 
 /// Names of environment variables the operator sets itself; a pod template may not set them.
 pub const RESERVED_ENV_VARS: &[&str] = &[
@@ -24,13 +25,22 @@ pub const RESERVED_ENV_VARS: &[&str] = &[
     "DATA_SOURCE_URI",
 ];
 /// Volume names the operator uses in the pod; a pod template may not reuse them.
-pub const RESERVED_VOLUME_NAMES: &[&str] = &["pgpool-config", "pgpool-run", "pgpool-key", "tmp"];
+pub const RESERVED_VOLUME_NAMES: &[&str] = &[
+    "pgpool-config",
+    "pgpool-run",
+    "pgpool-key",
+    "tmp",
+    "pgpool-tls",
+    "pgpool-tls-client",
+];
 /// Mount paths the operator uses in the pod; a pod template may not mount over them.
 pub const RESERVED_MOUNT_PATHS: &[&str] = &[
     "/etc/pgpool-config",
     "/var/run/pgpool",
     "/var/run/pgpool-key",
     "/tmp",
+    "/etc/pgpool-tls",
+    "/etc/pgpool-tls-client",
 ];
 
 /// The desired state of a Pgpool.
@@ -279,26 +289,25 @@ pub struct BackendSpec {
     pub flag: Option<String>,
 }
 
-/// TLS configuration (cert-manager).
+/// TLS configuration: certificates from a cert-manager `Issuer`/`ClusterIssuer`
+/// (`issuerRef`), or, without one, from the provisioner's built-in CA.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsConfig {
-    /// The cert-manager Issuer or ClusterIssuer.
+    /// The cert-manager Issuer or ClusterIssuer; none: the built-in CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer_ref: Option<TypedLocalObjectReference>,
-    /// Certificate overrides, kept as given.
+    /// Settings per certificate alias (`server`, `client`, `metrics-exporter`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(schema_with = "free_form_list")]
-    pub certificates: Vec<serde_json::Map<String, serde_json::Value>>,
+    #[schemars(length(max = 8))]
+    pub certificates: Vec<CertificateSpec>,
 }
 
-/// A list of objects whose fields are kept as given (structural: preserve-unknown-fields).
-fn free_form_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "array",
-        "maxItems": 8,
-        "items": { "type": "object", "x-kubernetes-preserve-unknown-fields": true }
-    })
+impl TlsConfig {
+    /// The settings of certificate `alias`, when given.
+    pub fn certificate(&self, alias: &str) -> Option<&CertificateSpec> {
+        self.certificates.iter().find(|c| c.alias == alias)
+    }
 }
 
 /// A typed reference to an object in the same namespace (or cluster-scoped).

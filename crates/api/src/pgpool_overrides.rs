@@ -38,8 +38,8 @@ pub struct PodTemplateMeta {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "!has(self.volumes) || self.volumes.all(v, !(v.name in ['pgpool-config', 'pgpool-run', 'pgpool-key', 'tmp']))",
-    "message": "spec.podTemplate.spec.volumes: the names pgpool-config, pgpool-run, pgpool-key and tmp are reserved by the operator"
+    "rule": "!has(self.volumes) || self.volumes.all(v, !(v.name in ['pgpool-config', 'pgpool-run', 'pgpool-key', 'tmp', 'pgpool-tls', 'pgpool-tls-client']))",
+    "message": "spec.podTemplate.spec.volumes: the names pgpool-config, pgpool-run, pgpool-key, tmp, pgpool-tls and pgpool-tls-client are reserved by the operator"
 }]))]
 pub struct PodSpecOverrides {
     /// Overrides for containers by name: `pgpool`, `exporter`.
@@ -106,8 +106,8 @@ pub struct PodSpecOverrides {
         "message": "env: PGPOOL_PCP_USER, PGPOOL_PCP_PASSWORD and DATA_SOURCE_* are set by the operator and cannot be overridden"
     },
     {
-        "rule": "!has(self.volumeMounts) || self.volumeMounts.all(m, !(m.mountPath in ['/etc/pgpool-config', '/var/run/pgpool', '/var/run/pgpool-key', '/tmp']) && !(m.name in ['pgpool-config', 'pgpool-run', 'pgpool-key', 'tmp']))",
-        "message": "volumeMounts: /etc/pgpool-config, /var/run/pgpool, /var/run/pgpool-key and /tmp (and their volumes) are used by the operator"
+        "rule": "!has(self.volumeMounts) || self.volumeMounts.all(m, !(m.mountPath in ['/etc/pgpool-config', '/var/run/pgpool', '/var/run/pgpool-key', '/tmp', '/etc/pgpool-tls', '/etc/pgpool-tls-client']) && !(m.name in ['pgpool-config', 'pgpool-run', 'pgpool-key', 'tmp', 'pgpool-tls', 'pgpool-tls-client']))",
+        "message": "volumeMounts: /etc/pgpool-config, /var/run/pgpool, /var/run/pgpool-key, /tmp, /etc/pgpool-tls and /etc/pgpool-tls-client (and their volumes) are used by the operator"
     }
 ]))]
 pub struct ContainerOverride {

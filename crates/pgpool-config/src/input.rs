@@ -8,6 +8,7 @@ use super::contract::{
     PID_FILE_NAME, RUN_DIR,
 };
 use super::parameters::{DEFAULT_PCP_PORT, DEFAULT_PORT};
+use super::tls_input::TlsInput;
 
 /// How clients authenticate to pgpool (the `pool_hba.conf` method for TCP clients).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -17,6 +18,9 @@ pub enum ClientAuthMode {
     Md5,
     /// `scram-sha-256`.
     Scram,
+    /// `cert`: a client certificate signed by the CA in `ssl_ca_cert` whose CN is the user
+    /// name (TLS only).
+    Cert,
 }
 
 impl ClientAuthMode {
@@ -25,6 +29,7 @@ impl ClientAuthMode {
         match self {
             ClientAuthMode::Md5 => "md5",
             ClientAuthMode::Scram => "scram-sha-256",
+            ClientAuthMode::Cert => "cert",
         }
     }
 }
@@ -158,6 +163,8 @@ pub struct RenderInput {
     pub port: u16,
     /// PCP port; default [`DEFAULT_PCP_PORT`].
     pub pcp_port: u16,
+    /// TLS to clients and backends; default none.
+    pub tls: TlsInput,
 }
 
 impl Default for RenderInput {
@@ -178,6 +185,7 @@ impl Default for RenderInput {
             paths: Paths::default(),
             port: DEFAULT_PORT,
             pcp_port: DEFAULT_PCP_PORT,
+            tls: TlsInput::default(),
         }
     }
 }

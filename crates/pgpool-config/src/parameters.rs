@@ -32,6 +32,10 @@ pub const MANAGED_PARAMETERS: &[&str] = &[
     "pool_passwd",
     "use_watchdog",
     "backend_clustering_mode",
+    "ssl",
+    "ssl_cert",
+    "ssl_key",
+    "ssl_ca_cert",
 ];
 
 /// Default flag of the first backend: the primary, never failed over.

@@ -3,13 +3,14 @@
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::syntax::Value;
 use crate::checks::{check_backend, check_sizing};
 use crate::error::ConfigError;
 use crate::input::RenderInput;
 use crate::parameters::{DEFAULT_MAX_POOL, DEFAULT_NUM_INIT_CHILDREN, MAX_BACKENDS};
+use crate::tls_input::TlsInput;
 
 /// An ordered list of `key = value` entries grouped in commented sections.
 pub(super) struct ConfBuilder {
@@ -136,7 +137,9 @@ pub(crate) fn render_pgpool_conf(input: &RenderInput) -> Result<String, ConfigEr
     conf.set("enable_pool_hba", Value::Bool(true));
     conf.set("pool_passwd", dir(&input.paths.pool_passwd()));
     conf.set("allow_clear_text_frontend_auth", Value::Bool(false));
-    conf.set("ssl", Value::Bool(false));
+    for (key, value) in ssl_entries(&input.tls) {
+        conf.set(key, value);
+    }
 
     conf.section("Pools");
     conf.set("num_init_children", Value::Int(num_init_children));
@@ -191,4 +194,18 @@ pub(crate) fn render_pgpool_conf(input: &RenderInput) -> Result<String, ConfigEr
         }
     }
     conf.finish()
+}
+
+/// The `ssl*` parameters, in the order they are written.
+fn ssl_entries(tls: &TlsInput) -> Vec<(&'static str, Value)> {
+    let path = |p: &PathBuf| Value::Str(p.to_string_lossy().into_owned());
+    let mut entries = vec![("ssl", Value::Bool(tls.ssl_on()))];
+    if let Some(files) = &tls.files {
+        entries.push(("ssl_cert", path(&files.cert)));
+        entries.push(("ssl_key", path(&files.key)));
+        if let Some(ca) = &files.ca {
+            entries.push(("ssl_ca_cert", path(ca)));
+        }
+    }
+    entries
 }

@@ -23,6 +23,8 @@ pub struct Refs {
     pub auth_secret: String,
     /// Its user configuration Secret (in its namespace).
     pub config_secret: Option<String>,
+    /// Its TLS Secrets (in its namespace; cert-manager's are not owned by it).
+    pub tls_secrets: Vec<String>,
 }
 
 /// See the module documentation.
@@ -49,6 +51,7 @@ impl CachedPgpool {
             appbindings: pgpool.appbindings(),
             auth_secret: pgpool.auth_secret_name(),
             config_secret: pgpool.spec.user_config_secret_name(),
+            tls_secrets: crate::pgpool::tls::names::secret_names(&pgpool),
         };
         Ok(Self {
             spec: serde_json::to_string(&pgpool.spec)?.into_boxed_str(),
@@ -107,6 +110,7 @@ mod tests {
                 ],
                 auth_secret: full.auth_secret_name(),
                 config_secret: Some("my-config".into()),
+                tls_secrets: Vec::new(),
             }
         );
         let back = cached.to_pgpool().unwrap();

@@ -43,6 +43,8 @@ pub struct Caches {
     pub synced: Synced,
     /// The namespace the caches cover; `None`: all.
     pub namespace: Option<String>,
+    /// When each Pgpool's next built-in certificate is due.
+    pub tls_renewals: super::tls::Renewals,
 }
 
 /// Shared state of the Pgpool controller.

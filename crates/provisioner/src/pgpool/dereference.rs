@@ -80,6 +80,8 @@ pub struct Observed {
     pub service_monitor_forbidden: bool,
     /// Existing children.
     pub children: Children,
+    /// TLS Secrets, issuer and Certificates.
+    pub tls: crate::pgpool::tls::observe::TlsObserved,
 }
 
 /// The children of a Pgpool as (kind, name), the ServiceMonitor only when `service_monitor`.
@@ -95,6 +97,9 @@ pub fn child_slots(pgpool: &Pgpool, service_monitor: bool) -> Vec<(Kind, String)
     ];
     if service_monitor {
         slots.push((Kind::ServiceMonitor, pgpool.stats_service_name()));
+    }
+    for name in crate::pgpool::tls::names::secret_names(pgpool) {
+        slots.push((Kind::Secret, name));
     }
     slots
 }
@@ -453,6 +458,7 @@ pub async fn dereference(
     observed.service_monitor_api = api;
     observed.service_monitor_forbidden = forbidden;
     observed.children = children(src, pgpool, known, service_monitor).await?;
+    observed.tls = crate::pgpool::tls::observe::read(src.client, pgpool).await?;
     Ok(observed)
 }
 

@@ -169,6 +169,9 @@ pub fn observed_fingerprints(observed: &Observed) -> Fingerprints {
         Kind::ServiceMonitor,
         c.service_monitor.as_ref().map(|o| o.meta()),
     );
+    for secret in observed.tls.secrets.values() {
+        add(Kind::Secret, Some(secret.meta()));
+    }
     out
 }
 

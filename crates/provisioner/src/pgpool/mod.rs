@@ -27,6 +27,7 @@ pub mod memo;
 pub mod paused;
 pub mod reconcile;
 pub mod status;
+pub mod tls;
 pub mod validate;
 
 use std::sync::Arc;
@@ -110,7 +111,8 @@ fn map_secret(
             let same_ns = p.namespace().as_deref() == Some(ns.as_str());
             let reads = same_ns
                 && (p.refs.auth_secret == name
-                    || p.refs.config_secret.as_deref() == Some(name.as_str()));
+                    || p.refs.config_secret.as_deref() == Some(name.as_str())
+                    || p.refs.tls_secrets.contains(&name));
             reads || p.refs.appbindings.iter().any(|r| referring.contains(r))
         })
         .map(|p| ObjectRef::from_obj(&**p))
@@ -381,6 +383,7 @@ pub async fn run_controller(
         memos,
         synced: Synced::all(synced_parts.iter().cloned()),
         namespace: settings.namespace.clone(),
+        tls_renewals: Default::default(),
     };
     tasks.push(TaskGuard::spawn(versions.run()));
     tasks.push(TaskGuard::spawn(appbindings.run()));
@@ -426,6 +429,7 @@ pub async fn run_controller(
                         obj.name
                     );
                     gone.caches.memos.forget(&key);
+                    gone.caches.tls_renewals.forget(&key);
                 }
                 Err(e) => warn!("Pgpool controller: {e}"),
             }

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use chrono::Utc;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -14,6 +15,7 @@ use pgpool_api::{Pgpool, names};
 use tracing::{debug, warn};
 
 use super::apply::apply;
+use super::build;
 use super::build::build;
 use super::cached::CachedPgpool;
 use super::cleanup;
@@ -21,9 +23,12 @@ use super::context::Context;
 use super::dereference;
 use super::error::ReconcileError;
 use super::fast_path::{FastPath, observed_fingerprints};
+use super::index::fingerprint_of;
 use super::memo::MemoOutcome;
 use super::paused;
 use super::status::{Outcome, is_paused, observe};
+use super::tls::apply::apply as tls_apply;
+use super::tls::rollout;
 use super::validate::{RandomGenerator, validate};
 
 /// The `controller` label of this controller's metrics.
@@ -93,6 +98,7 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
 
     if pgpool.meta().deletion_timestamp.is_some() {
         ctx.caches.memos.forget(&key);
+        ctx.caches.tls_renewals.forget(&key);
         if !finalizers::has(pgpool, names::FINALIZER) {
             return Ok(Action::await_change());
         }
@@ -115,6 +121,7 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
     }
     if pgpool.spec.is_halted() {
         ctx.caches.memos.forget(&key);
+        ctx.caches.tls_renewals.forget(&key);
         cleanup::halt(ctx, pgpool).await?;
         write_status(ctx, &api, pgpool, &Outcome::Halted).await?;
         return Ok(Action::await_change());
@@ -125,9 +132,14 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
     // (a ServiceMonitor CRD may have been installed since: looked up once per resync)
     ctx.caches.discovery.api(&ctx.client).await?;
     let fast = FastPath::look(ctx, &src, pgpool, &key);
-    if let Some(outcome) = fast.unchanged(ctx, pgpool).await? {
+    let renewals = &ctx.caches.tls_renewals;
+    // a certificate due for renewal needs a full reconcile even when nothing changed
+    if !renewals.due(&key, Utc::now())
+        && let Some(outcome) = fast.unchanged(ctx, pgpool).await?
+    {
         report(ctx, &api, pgpool, outcome).await?;
-        return Ok(Action::await_change());
+        rollout::roll(ctx, pgpool, &key).await?;
+        return Ok(renewals.action(&key, Utc::now()));
     }
 
     // Full reconcile: read what changed, apply what differs, remember what was seen.
@@ -137,14 +149,35 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
     let (outcome, after) = match validate(pgpool, &observed, &mut RandomGenerator) {
         Err(problem) => {
             debug!(pgpool = %name, namespace = %ns, reason = problem.reason, "cannot provision");
+            // Issuers are not watched: look again in a while
+            let retry = super::tls::plan::tls_reason::ISSUER_NOT_FOUND == problem.reason
+                || super::tls::plan::tls_reason::CERT_MANAGER_MISSING == problem.reason;
+            renewals.set(
+                &key,
+                retry.then(|| Utc::now() + chrono::Duration::seconds(5)),
+            );
             (
                 MemoOutcome::Problem(problem),
                 observed_fingerprints(&observed),
             )
         }
         Ok(plan) => {
+            renewals.set(&key, plan.tls.as_ref().and_then(|t| t.renew_at));
+            renewals.set_target(
+                &key,
+                build::tls_secrets::tls_hash(&plan).map(|tls_hash| rollout::Target {
+                    tls_hash,
+                    config_hash: plan.config_hash.clone(),
+                }),
+            );
             let desired = build(pgpool, &plan);
-            let (writes, after) = apply(ctx, pgpool, &plan, &desired, &observed).await?;
+            // the certificates before the pods that mount them
+            let tls_writes = tls_apply(ctx, pgpool, &plan, &desired, &observed).await?;
+            let (writes, mut after) = apply(ctx, pgpool, &plan, &desired, &observed).await?;
+            let writes = writes + tls_writes.len();
+            for (kind, child, meta) in tls_writes {
+                after.insert((kind, child), Some(fingerprint_of(kind, &meta)));
+            }
             if writes > 0 {
                 debug!(pgpool = %name, namespace = %ns, writes, "children applied");
             }
@@ -154,7 +187,8 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
     };
     report(ctx, &api, pgpool, &outcome).await?;
     pass.remember(ctx, outcome, &after, observed.service_monitor_api.is_some());
-    Ok(Action::await_change())
+    rollout::roll(ctx, pgpool, &key).await?;
+    Ok(renewals.action(&key, Utc::now()))
 }
 
 /// Writes the status of a paused Pgpool (its pods against the PetSet's replicas).

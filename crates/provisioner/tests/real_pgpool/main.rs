@@ -25,6 +25,7 @@ mod binaries;
 mod reload;
 mod rotate_pcp;
 mod servers;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -341,12 +341,17 @@ pub(super) fn pgpool_container(
 }
 
 pub(super) fn init_container(plan: &Plan, overrides: Option<&PodSpecOverrides>) -> Container {
-    let script = format!(
+    let mut script = format!(
         "cp {src}/{key} {dst} && chmod 0600 {dst}",
         src = config::CONFIG_DIR,
         key = config::KEY_POOL_KEY,
         dst = config::KEY_FILE
     );
+    let tls_step = super::tls_secrets::init_tls_step(plan);
+    if let Some(step) = &tls_step {
+        script.push_str(" && ");
+        script.push_str(step);
+    }
     let mut c = Container {
         name: names::CONTAINER_INIT.into(),
         image: Some(plan.pgpool_image.clone()),
@@ -360,6 +365,15 @@ pub(super) fn init_container(plan: &Plan, overrides: Option<&PodSpecOverrides>) 
         ]),
         ..Container::default()
     };
+    if tls_step.is_some()
+        && let Some(mounts) = c.volume_mounts.as_mut()
+    {
+        mounts.push(mount(
+            super::tls_secrets::VOLUME_TLS,
+            super::tls_secrets::TLS_SOURCE_DIR,
+            true,
+        ));
+    }
     apply_container_override(
         &mut c,
         overrides.and_then(|o| find_override(&o.init_containers, names::CONTAINER_INIT)),
@@ -396,8 +410,9 @@ pub(super) fn exporter_container(
             EnvVar {
                 name: "DATA_SOURCE_URI".into(),
                 value: Some(format!(
-                    "localhost:{}/postgres?sslmode=disable",
-                    names::PORT_PRIMARY
+                    "localhost:{}/postgres?{}",
+                    names::PORT_PRIMARY,
+                    super::tls_secrets::exporter_ssl_params(plan)
                 )),
                 ..EnvVar::default()
             },
@@ -413,6 +428,13 @@ pub(super) fn exporter_container(
             restricted_security_context(),
             exporter.and_then(|e| e.security_context.as_ref()),
         )),
+        volume_mounts: super::tls_secrets::serving(plan).map(|_| {
+            vec![mount(
+                super::tls_secrets::VOLUME_TLS_CLIENT,
+                super::tls_secrets::TLS_CLIENT_DIR,
+                true,
+            )]
+        }),
         ..Container::default()
     };
     apply_container_override(

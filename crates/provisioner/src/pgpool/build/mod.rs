@@ -8,6 +8,7 @@ pub mod petset;
 pub mod secrets;
 pub mod service_monitor;
 pub mod services;
+pub mod tls_secrets;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -45,6 +46,10 @@ pub struct Desired {
     pub pdb: Option<PodDisruptionBudget>,
     /// `<name>-stats`, when wanted and possible.
     pub service_monitor: Option<DynamicObject>,
+    /// The built-in CA's Secrets.
+    pub tls_secrets: Vec<Secret>,
+    /// cert-manager Certificates.
+    pub certificates: Vec<DynamicObject>,
 }
 
 /// Builds every child.
@@ -58,5 +63,7 @@ pub fn build(pgpool: &Pgpool, plan: &Plan) -> Desired {
         petset: petset(pgpool, plan),
         pdb: pdb(pgpool, plan),
         service_monitor: service_monitor(pgpool, plan),
+        tls_secrets: tls_secrets::tls_secrets(plan),
+        certificates: tls_secrets::certificates(plan),
     }
 }

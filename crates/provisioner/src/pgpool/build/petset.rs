@@ -66,20 +66,24 @@ pub(super) fn default_affinity(name: &str) -> Affinity {
 }
 
 pub(super) fn volumes(plan: &Plan, overrides: Option<&PodSpecOverrides>) -> Vec<Volume> {
-    let config_items = [
+    let mut config_keys = vec![
         config::KEY_PGPOOL_CONF,
         config::KEY_POOL_HBA_CONF,
         config::KEY_PCP_CONF,
         config::KEY_POOL_PASSWD,
         config::KEY_POOL_KEY,
-    ]
-    .iter()
-    .map(|k| KeyToPath {
-        key: k.to_string(),
-        path: k.to_string(),
-        mode: None,
-    })
-    .collect();
+    ];
+    if plan.tls.as_ref().is_some_and(|t| t.backend_ca.is_some()) {
+        config_keys.push(super::tls_secrets::KEY_BACKEND_CA);
+    }
+    let config_items = config_keys
+        .iter()
+        .map(|k| KeyToPath {
+            key: k.to_string(),
+            path: k.to_string(),
+            mode: None,
+        })
+        .collect();
     let mut out = vec![
         Volume {
             name: VOLUME_CONFIG.into(),
@@ -111,6 +115,7 @@ pub(super) fn volumes(plan: &Plan, overrides: Option<&PodSpecOverrides>) -> Vec<
             ..Volume::default()
         },
     ];
+    out.extend(super::tls_secrets::tls_volumes(plan));
     if let Some(o) = overrides {
         out.extend(o.volumes.iter().cloned());
     }
@@ -130,6 +135,9 @@ pub fn pod_template(pgpool: &Pgpool, plan: &Plan) -> PodTemplateSpec {
         names::ANNOTATION_CONFIG_HASH.into(),
         plan.config_hash.clone(),
     );
+    if let Some(hash) = super::tls_secrets::tls_hash(plan) {
+        annotations.insert(super::tls_secrets::ANNOTATION_TLS_HASH.into(), hash);
+    }
 
     let mut containers = vec![pgpool_container(pgpool, plan, overrides)];
     if let Some(image) = &plan.exporter_image {

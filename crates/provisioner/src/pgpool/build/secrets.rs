@@ -37,6 +37,9 @@ pub fn config_secret(pgpool: &Pgpool, plan: &Plan) -> Secret {
         data.insert(KEY_MONITOR_USERNAME.into(), plan.backend_user.clone());
         data.insert(KEY_MONITOR_PASSWORD.into(), plan.backend_password.clone());
     }
+    if let Some(ca) = plan.tls.as_ref().and_then(|t| t.backend_ca.clone()) {
+        data.insert(super::tls_secrets::KEY_BACKEND_CA.into(), ca);
+    }
     Secret {
         metadata: meta(plan, names::config_secret(&plan.name)),
         type_: Some("Opaque".into()),

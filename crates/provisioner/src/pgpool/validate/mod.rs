@@ -17,6 +17,9 @@ use crate::pgpool::dereference::Observed;
 use pgpool_config::{self as config, RenderInput};
 
 use auth::{auth_plan, pcp_credentials, secret_string};
+use chrono::Utc;
+
+use crate::pgpool::tls::plan::plan as tls_plan;
 use backends::backends;
 use checks::{check_children_ownership, user_overrides};
 
@@ -82,22 +85,10 @@ pub fn validate(
         None
     };
 
-    // unsupported features: say so instead of running something else than asked for
-    if spec.tls.is_some() {
-        return Err(Problem::new(
-            reason::UNSUPPORTED,
-            "spec.tls is not supported by this operator yet; remove spec.tls (and sslMode, clientAuthMode cert)",
-        ));
-    }
     let auth_mode = match spec.client_auth_mode() {
         ClientAuthMode::Md5 => config::ClientAuthMode::Md5,
         ClientAuthMode::Scram => config::ClientAuthMode::Scram,
-        ClientAuthMode::Cert => {
-            return Err(Problem::new(
-                reason::UNSUPPORTED,
-                "spec.clientAuthMode cert is not supported yet; use md5 or scram",
-            ));
-        }
+        ClientAuthMode::Cert => config::ClientAuthMode::Cert,
     };
     if let Some(overrides) = spec.pod_template.as_ref().and_then(|t| t.spec.as_ref()) {
         for c in &overrides.containers {
@@ -162,6 +153,8 @@ pub fn validate(
         ));
     };
     let backends = backends(pgpool, observed, ab)?;
+    let tls = tls_plan(pgpool, ab, &observed.tls, &backend_user, Utc::now())
+        .map_err(|p| Problem::new(p.reason, p.message))?;
 
     check_children_ownership(pgpool, observed)?;
     let auth = auth_plan(pgpool, observed, generator)?;
@@ -186,6 +179,7 @@ pub fn validate(
         pcp_password,
         pool_key,
         user_overrides,
+        tls: tls.as_ref().map(|t| t.render.clone()).unwrap_or_default(),
         ..RenderInput::default()
     };
     let rendered = config::render(&input)
@@ -193,6 +187,22 @@ pub fn validate(
     let config_hash = config::config_hash(&rendered);
 
     let mut notes = Vec::new();
+    if let Some(t) = tls.as_ref()
+        && t.render.backend
+        && t.render.files.is_some()
+        && t.backend_ca.is_none()
+    {
+        // pgpool checks the backend's certificate against ssl_ca_cert (the Pgpool's CA)
+        notes.push(format!(
+            "AppBinding {ab_name} asks for TLS but has no clientConfig.caBundle: pgpool accepts only a backend certificate of the Pgpool's own CA"
+        ));
+    }
+    if let Some(t) = tls.as_ref().filter(|t| !t.pending.is_empty()) {
+        notes.push(format!(
+            "waiting for cert-manager to issue the Secret(s) {}",
+            t.pending.join(", ")
+        ));
+    }
     let wants_sm = spec
         .monitor
         .as_ref()
@@ -229,5 +239,7 @@ pub fn validate(
         config_hash,
         service_monitor,
         notes,
+        certificate_api: observed.tls.certificate_api.clone(),
+        tls,
     })
 }

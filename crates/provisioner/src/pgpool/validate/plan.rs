@@ -46,7 +46,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub(super) fn new(reason: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(reason: &'static str, message: impl Into<String>) -> Self {
         Self {
             reason,
             message: message.into(),
@@ -140,6 +140,10 @@ pub struct Plan {
     pub service_monitor: Option<ApiResource>,
     /// Remarks for the status (for example a ServiceMonitor that could not be made).
     pub notes: Vec<String>,
+    /// cert-manager's Certificate API, when installed and an issuer is used.
+    pub certificate_api: Option<ApiResource>,
+    /// TLS to clients and backends, when any.
+    pub tls: Option<crate::pgpool::tls::plan::TlsPlan>,
 }
 
 impl std::fmt::Debug for AuthPlan {
@@ -177,6 +181,7 @@ impl std::fmt::Debug for Plan {
             .field("config_hash", &self.config_hash)
             .field("service_monitor", &self.service_monitor.is_some())
             .field("notes", &self.notes)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
