@@ -20,11 +20,11 @@
 pub mod charts;
 pub mod cluster;
 pub mod day2_config;
+pub mod key_leaks;
 pub mod kubelet;
 pub mod load;
 pub mod metrics;
 pub mod psql;
 pub mod scenario;
-pub mod wait;
 pub mod scenario_update;
-pub mod key_leaks;
+pub mod wait;
