@@ -68,3 +68,54 @@ impl LoadTls {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A throwaway self-signed CA certificate, made with the provisioner's generator.
+    fn ca_pem() -> String {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).expect("self-signed").pem()
+    }
+
+    #[test]
+    fn a_pem_without_a_certificate_is_refused() {
+        assert!(LoadTls::verify_full(b"", "pp.demo.svc").is_err());
+        assert!(LoadTls::verify_full(b"not a pem", "pp.demo.svc").is_err());
+    }
+
+    #[test]
+    fn the_name_is_verified_and_the_address_dialled() {
+        let tls = LoadTls::verify_full(ca_pem().as_bytes(), "pp.demo.svc").expect("a CA");
+        let mut config = tokio_postgres::Config::new();
+        tls.apply(&mut config, "10.96.0.30").expect("an IP address");
+        assert_eq!(
+            config.get_hosts(),
+            &[tokio_postgres::config::Host::Tcp("pp.demo.svc".into())]
+        );
+        assert_eq!(
+            config.get_hostaddrs(),
+            &["10.96.0.30".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+        // the Service's DNS name cannot be dialled from the host: an address is needed
+        assert!(
+            tls.apply(&mut tokio_postgres::Config::new(), "pp.demo.svc")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_debug_output_names_only_the_server() {
+        let tls = LoadTls::verify_full(ca_pem().as_bytes(), "pp.demo.svc").expect("a CA");
+        let text = format!("{tls:?}");
+        assert!(text.contains("pp.demo.svc"), "{text}");
+        assert!(!text.contains("BEGIN"), "{text}");
+    }
+}
