@@ -4,7 +4,9 @@
 # ClusterIPs routed on the host), a real PostgreSQL started here as the `postgres` user, and
 # e2e/tests/update_under_load.rs driving a 3-replica Pgpool through 4.3.5 -> 4.6.1 -> 4.7.3
 # and a crashing update under client load, then e2e/tests/day2_operations.rs applying the
-# day-2 example requests to a 2-replica Pgpool under load.
+# day-2 example requests to a 2-replica Pgpool under load, then e2e/tests/tls_under_load.rs
+# updating a TLS Pgpool (built-in CA, sslMode require) 4.6.1 -> 4.7.3 under a load client that
+# connects over TLS; at the end both operators' logs are searched for private keys.
 #
 # Needs root (network namespaces, and PostgreSQL runs as `postgres`), cargo, curl, kubectl
 # (from PATH or .cache/tools via scripts/helm.sh), Debian's postgresql and pgpool2 and the
@@ -171,3 +173,19 @@ E2E=1 E2E_LOAD=1 KUBECONFIG="$KUBECONFIG_FILE" E2E_MAX_POD_RESTART_SECONDS="${E2
 say "running day2_operations (HorizontalScaling 2 -> 3, VerticalScaling, Reconfigure, RotateAuth)"
 E2E=1 E2E_LOAD=1 KUBECONFIG="$KUBECONFIG_FILE" E2E_MAX_POD_RESTART_SECONDS="${E2E_MAX_POD_RESTART_SECONDS:-25}" \
   "$CARGO" test -p e2e --test day2_operations -- --nocapture --test-threads=1
+
+# 8. TLS: a Pgpool with spec.tls {} (built-in CA) and sslMode require, updated 4.6.1 -> 4.7.3
+#    under a load client on TLS (verify-full against <name>-ca); plain text refused; the test
+#    searches both operators' logs for the Secrets' tls.key
+say "running tls_under_load (TLS Pgpool, 2 replicas, 4.6.1 -> 4.7.3 under load over TLS)"
+OPERATOR_LOGS="$STATE_DIR/provisioner.log:$STATE_DIR/ops-manager.log"
+E2E=1 E2E_LOAD=1 KUBECONFIG="$KUBECONFIG_FILE" E2E_MAX_POD_RESTART_SECONDS="${E2E_MAX_POD_RESTART_SECONDS:-25}" \
+  E2E_OPERATOR_LOGS="$OPERATOR_LOGS" \
+  "$CARGO" test -p e2e --test tls_under_load -- --nocapture --test-threads=1
+
+# 9. no private key in the operators' output of the whole run (the test above also looked for
+#    the TLS Pgpool's own keys, base64 and PEM lines)
+if grep -l 'PRIVATE KEY' "$STATE_DIR/provisioner.log" "$STATE_DIR/ops-manager.log" >&2; then
+  die "a private key in the operators' output (files above)"
+fi
+say "no PRIVATE KEY in the operators' output"

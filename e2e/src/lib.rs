@@ -13,13 +13,18 @@
 //!   client's address, cleanup); `tests/day2_operations.rs` runs the day-2 requests.
 //! - [`day2_config`]: what a Successful Reconfigure and RotateAuth must have changed, checked
 //!   through the Pgpool Service (steps of the day-2 scenario).
+//! - [`scenario_update`]: waiting for a Pgpool Ready on a version and one UpdateVersion
+//!   inside a load window (`tests/tls_under_load.rs`).
+//! - [`key_leaks`]: private key material in the operators' output (`tests/tls_under_load.rs`).
 
 pub mod charts;
 pub mod cluster;
 pub mod day2_config;
+pub mod key_leaks;
 pub mod kubelet;
 pub mod load;
 pub mod metrics;
 pub mod psql;
 pub mod scenario;
+pub mod scenario_update;
 pub mod wait;

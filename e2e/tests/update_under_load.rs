@@ -25,19 +25,17 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use e2e::cluster;
 use e2e::cluster::Cluster;
 use e2e::kubelet::SimulatedKubelet;
-use e2e::load::{LoadClient, LoadConfig, UpdateOutcome, judge, pod_restarts, read_catalog};
+use e2e::load::{LoadClient, LoadConfig, UpdateOutcome, judge, read_catalog};
 use e2e::scenario::{
     LOAD_ENV, apply_catalog, backend_credentials, delete_and_wait, load_address, max_pod_restart,
 };
-use e2e::{cluster, wait};
-use k8s_openapi::api::core::v1::Pod;
+use e2e::scenario_update::{self, UpdateStep, update_version};
 use kube::Api;
 use kube::api::PostParams;
-use pgpool_api::conditions::{self, ops};
-use pgpool_api::ops::UpdateVersionSpec;
-use pgpool_api::{OpsRequestPhase, Pgpool, PgpoolOpsRequest, PgpoolPhase, PgpoolVersion, names};
+use pgpool_api::{OpsRequestPhase, Pgpool, PgpoolOpsRequest};
 
 /// The Pgpool of this scenario (not the one of `update_version.rs`, so both can run).
 const PGPOOL: &str = "pp-load";
@@ -209,57 +207,14 @@ async fn update(
     target: &str,
     timeout: Option<&str>,
 ) -> anyhow::Result<UpdateOutcome> {
-    let requests: Api<PgpoolOpsRequest> =
-        Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    let mut request: PgpoolOpsRequest =
-        cluster::example("update-version.yaml", &cluster.namespace)?;
-    request.metadata.name = Some(name.to_string());
-    request.spec.database_ref.name = PGPOOL.to_string();
-    request.spec.update_version = Some(UpdateVersionSpec {
-        target_version: target.to_string(),
-    });
-    request.spec.timeout = timeout.map(str::to_string);
-
-    load.start_window(target);
-    let begin = Instant::now();
-    let done = async {
-        requests
-            .create(&PostParams::default(), &request)
-            .await
-            .with_context(|| format!("creating PgpoolOpsRequest {name}"))?;
-        wait::for_object(
-            &requests,
-            name,
-            &format!("PgpoolOpsRequest {name} ended"),
-            UPDATE_TIMEOUT,
-            |r: &PgpoolOpsRequest| {
-                r.status
-                    .as_ref()
-                    .and_then(|s| s.phase)
-                    .is_some_and(OpsRequestPhase::is_final)
-            },
-        )
-        .await
-    }
-    .await;
-    let wall = begin.elapsed();
-    let stats = load.stop_window().await.unwrap_or_default();
-    let done = done?;
-    let conds = done
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or(&[]);
-    if let Some(failed) = conditions::get(conds, ops::FAILED) {
-        println!("    {name} Failed: {}", failed.message);
-    }
-    Ok(UpdateOutcome {
-        name: format!("{name} ({target})"),
-        phase: done.status.as_ref().and_then(|s| s.phase),
-        wall,
-        restarts: pod_restarts(conds),
-        load: stats,
-    })
+    let step = UpdateStep {
+        pgpool: PGPOOL,
+        request: name,
+        target,
+        timeout,
+        wait: UPDATE_TIMEOUT,
+    };
+    update_version(cluster, load, step).await
 }
 
 /// Deletes the requests and the Pgpool of an earlier run.
@@ -283,96 +238,8 @@ async fn cleanup(cluster: &Cluster) -> anyhow::Result<()> {
 /// Waits until the Pgpool is Ready on catalog entry `version` and all its pods are Ready and
 /// run that entry's pgpool image.
 async fn wait_ready_on(cluster: &Cluster, version: &str) -> anyhow::Result<()> {
-    let client = &cluster.client;
-    let entry = Api::<PgpoolVersion>::all(client.clone())
-        .get(version)
-        .await
-        .with_context(|| format!("PgpoolVersion {version}"))?;
-    let image = entry.spec.pgpool.image.clone();
-    let pgpools: Api<Pgpool> = Api::namespaced(client.clone(), &cluster.namespace);
-    let wanted = version.to_string();
-    wait::for_object(
-        &pgpools,
-        PGPOOL,
-        &format!("Pgpool Ready on {version}"),
-        READY_TIMEOUT,
-        move |p: &Pgpool| {
-            p.spec.version == wanted
-                && p.status.as_ref().is_some_and(|s| {
-                    s.phase == Some(PgpoolPhase::Ready)
-                        && conditions::is_true(&s.conditions, conditions::pgpool::READY)
-                        && conditions::get(&s.conditions, conditions::pgpool::PAUSED).is_none()
-                        && s.observed_generation >= p.metadata.generation
-                })
-        },
-    )
-    .await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &cluster.namespace);
     let replicas = usize::try_from(REPLICAS)?;
-    wait::for_list(
-        &pods,
-        &names::selector_string(PGPOOL),
-        &format!("{replicas} pods Ready on {image}"),
-        READY_TIMEOUT,
-        |pods: &[Pod]| pods.len() == replicas && pods.iter().all(|p| pod_ready_on(p, &image)),
-        describe_pods,
-    )
-    .await?;
-    Ok(())
-}
-
-fn pod_ready_on(pod: &Pod, image: &str) -> bool {
-    let runs = pod.spec.as_ref().is_some_and(|s| {
-        s.containers
-            .iter()
-            .any(|c| c.name == names::CONTAINER_PGPOOL && c.image.as_deref() == Some(image))
-    });
-    runs && pod.metadata.deletion_timestamp.is_none()
-        && pod.status.as_ref().is_some_and(|s| {
-            s.conditions
-                .iter()
-                .flatten()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
-}
-
-fn describe_pods(pods: &[Pod]) -> String {
-    let list: Vec<String> = pods
-        .iter()
-        .map(|p| {
-            let image = p
-                .spec
-                .as_ref()
-                .and_then(|s| {
-                    s.containers
-                        .iter()
-                        .find(|c| c.name == names::CONTAINER_PGPOOL)
-                })
-                .and_then(|c| c.image.clone())
-                .unwrap_or_default();
-            let ready = p.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .flatten()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-            });
-            format!(
-                "{} {image} {}{}",
-                p.metadata.name.clone().unwrap_or_default(),
-                if ready { "Ready" } else { "not-ready" },
-                if p.metadata.deletion_timestamp.is_some() {
-                    " terminating"
-                } else {
-                    ""
-                }
-            )
-        })
-        .collect();
-    if list.is_empty() {
-        "(no pods)".into()
-    } else {
-        list.join("; ")
-    }
+    scenario_update::wait_ready_on(cluster, PGPOOL, replicas, version, READY_TIMEOUT).await
 }
 
 /// The image map of the local node covers every image of the scenario's catalog (read with

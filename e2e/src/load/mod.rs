@@ -14,6 +14,7 @@
 
 mod report;
 mod stats;
+mod tls;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use report::{UpdateOutcome, judge, pod_restarts, read_catalog};
 pub use stats::{KEPT_ERRORS, Recorder, Ticket, WindowStats, quantile};
+pub use tls::LoadTls;
 
 /// `application_name` of the short connections.
 pub const SHORT_APPLICATION_NAME: &str = "e2e-load-short";
@@ -62,6 +64,8 @@ pub struct LoadConfig {
     pub max_queries: u64,
     /// At most this many short queries in flight; further ticks are skipped and counted.
     pub max_in_flight: usize,
+    /// TLS (`verify-full`, [`LoadTls`]) for every connection; `None`: plain text.
+    pub tls: Option<LoadTls>,
 }
 
 impl std::fmt::Debug for LoadConfig {
@@ -74,6 +78,7 @@ impl std::fmt::Debug for LoadConfig {
             .field("database", &self.database)
             .field("rate", &self.rate)
             .field("sessions", &self.sessions)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -96,6 +101,7 @@ impl LoadConfig {
             max_duration: Duration::from_secs(3600),
             max_queries: 200_000,
             max_in_flight: 256,
+            tls: None,
         }
     }
 
@@ -114,16 +120,23 @@ impl LoadConfig {
         Ok((host.to_string(), port))
     }
 
-    fn pg_config(&self, application_name: &str) -> tokio_postgres::Config {
+    fn pg_config(&self, application_name: &str) -> Result<tokio_postgres::Config, String> {
         let mut c = tokio_postgres::Config::new();
-        c.host(&self.host)
-            .port(self.port)
+        match &self.tls {
+            Some(tls) => tls
+                .apply(&mut c, &self.host)
+                .map_err(|e| format!("{e:#}"))?,
+            None => {
+                c.host(&self.host);
+            }
+        }
+        c.port(self.port)
             .user(&self.user)
             .password(&self.password)
             .dbname(&self.database)
             .application_name(application_name)
             .connect_timeout(self.connect_timeout);
-        c
+        Ok(c)
     }
 }
 
@@ -195,14 +208,32 @@ async fn connect(
     config: &LoadConfig,
     application_name: &str,
 ) -> Result<(tokio_postgres::Client, Driver), String> {
-    let pg = config.pg_config(application_name);
-    // connect_timeout covers each TCP connect; this covers authentication too
-    let connecting = tokio::time::timeout(config.connect_timeout, pg.connect(NoTls));
-    let (client, connection) = connecting
-        .await
-        .map_err(|_| format!("connect timed out after {:?}", config.connect_timeout))?
-        .map_err(|e| error_text(&e))?;
-    let driver = tokio::spawn(async move { connection.await.err().map(|e| error_text(&e)) });
+    let pg = config.pg_config(application_name)?;
+    let timed_out = || format!("connect timed out after {:?}", config.connect_timeout);
+    // connect_timeout covers each TCP connect; this covers authentication (and TLS) too
+    let (client, driver) = match &config.tls {
+        None => {
+            let connecting = tokio::time::timeout(config.connect_timeout, pg.connect(NoTls));
+            let (client, connection) = connecting
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|e| error_text(&e))?;
+            let driver: Driver =
+                tokio::spawn(async move { connection.await.err().map(|e| error_text(&e)) });
+            (client, driver)
+        }
+        Some(tls) => {
+            let connecting =
+                tokio::time::timeout(config.connect_timeout, pg.connect(tls.connector()));
+            let (client, connection) = connecting
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|e| error_text(&e))?;
+            let driver: Driver =
+                tokio::spawn(async move { connection.await.err().map(|e| error_text(&e)) });
+            (client, driver)
+        }
+    };
     Ok((client, driver))
 }
 
