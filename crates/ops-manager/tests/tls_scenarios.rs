@@ -54,6 +54,20 @@ impl std::io::Write for Sink {
     }
 }
 
+/// Wait until the ops-manager's metrics hold `line` (the status is written before the metric).
+async fn wait_metric(ops: &OpsManager, line: &str) {
+    let found = tokio::time::timeout(LIMIT, async {
+        loop {
+            if ops.metrics().contains(line) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "{line} in\n{}", ops.metrics());
+}
+
 fn kubelet() -> KubeletConfig {
     KubeletConfig::default().ready_delay(Duration::from_millis(30))
 }
@@ -191,13 +205,12 @@ async fn rotation_issues_a_new_server_certificate_and_restarts_the_pods() {
     for (pod, uid) in &before {
         assert_ne!(after.get(pod), Some(uid), "pod {pod} was restarted");
     }
-    let metrics = ops.metrics();
-    assert!(
-        metrics.contains(
-            "pgpool_operator_ops_requests{phase=\"Successful\",type=\"ReconfigureTLS\"} 1"
-        ),
-        "{metrics}"
-    );
+    wait_metric(&ops, "pgpool_operator_ops_request_duration_seconds_count{result=\"Successful\",type=\"ReconfigureTLS\"} 1").await;
+    wait_metric(
+        &ops,
+        "pgpool_operator_ops_requests{phase=\"Successful\",type=\"ReconfigureTLS\"} 1",
+    )
+    .await;
     let mut all = old_keys;
     all.extend(keys(&env, "pp").await);
     assert_no_private_key(&env, &all).await;
@@ -298,11 +311,41 @@ async fn a_request_that_asks_for_nothing_fails_before_anything_changes() {
             .any(|t| t == ops::DATABASE_PAUSE_SUCCEEDED)
     );
     assert_eq!(text(&env, "pp-server-cert", "tls.crt").await, Some(cert));
-    let metrics = ops.metrics();
+    wait_metric(&ops, "pgpool_operator_ops_request_duration_seconds_count{result=\"Failed\",type=\"ReconfigureTLS\"} 1").await;
+    wait_metric(
+        &ops,
+        "pgpool_operator_ops_requests{phase=\"Failed\",type=\"ReconfigureTLS\"} 1",
+    )
+    .await;
+    ops.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_whose_pods_cannot_restart_puts_tls_back() {
+    log_buffer();
+    let env = Env::new(kubelet()).await;
+    ready_pgpool(&env, "pp", Some(json!({}))).await;
+    // A budget that allows no disruption: the eviction is refused until the timeout.
+    env.create_pdb("no-disruption", "pp", 2).await;
+    let ops = OpsManager::start(&env.server).await;
+    let mut spec = reconfigure_tls("pp", json!({"remove": true}));
+    spec["timeout"] = json!("3s");
+    env.create_request("remove", spec).await;
+    let req = env.wait_final("remove", LIMIT).await;
+    assert_eq!(phase(&req), Some(OpsRequestPhase::Failed));
+    let failed = failed_message(&req);
+    assert!(failed.starts_with("EvictionTimeout: "), "{failed}");
     assert!(
-        metrics
-            .contains("pgpool_operator_ops_requests{phase=\"Failed\",type=\"ReconfigureTLS\"} 1"),
-        "{metrics}"
+        failed.contains("put the previous TLS settings back"),
+        "{failed}"
     );
+    let pp = env
+        .wait_pgpool("pp", "resumed with TLS", |pp| {
+            let st = pp.status.clone().unwrap_or_default();
+            conditions::get(&st.conditions, pc::PAUSED).is_none() && pp.spec.tls.is_some()
+        })
+        .await;
+    assert_eq!(pp.spec.ssl_mode(), pgpool_api::pgpool::SslMode::Require);
+    assert_no_private_key(&env, &keys(&env, "pp").await).await;
     ops.stop().await;
 }
