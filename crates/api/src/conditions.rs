@@ -87,6 +87,12 @@ pub mod ops {
     pub const VERTICAL_SCALING: &str = "VerticalScaling";
     /// The ReconfigureTLS request started.
     pub const RECONFIGURE_TLS: &str = "ReconfigureTLS";
+    /// The Pgpool's TLS settings were changed (or its certificate Secrets removed for new
+    /// ones) while paused (ReconfigureTLS).
+    pub const UPDATE_TLS: &str = "IssueCertificatesSucceeded";
+    /// The provisioner wrote the certificates and the PetSet for the new TLS settings
+    /// (ReconfigureTLS, after the pause is lifted).
+    pub const CERTIFICATE_SYNCED: &str = "CertificateSynced";
 }
 
 /// A condition to set; `set` fills in the time.

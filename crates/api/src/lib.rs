@@ -16,6 +16,7 @@ pub mod names;
 pub mod ops;
 pub mod ops_config;
 pub mod ops_scaling;
+pub mod ops_tls;
 pub mod petset;
 pub mod pgpool;
 pub mod pgpool_monitor;

@@ -48,13 +48,17 @@ use serde::{Deserialize, Serialize};
     {
         "rule": "self.type != 'Reconfigure' || has(self.configuration)",
         "message": "spec.configuration is required when spec.type is Reconfigure"
+    },
+    {
+        "rule": "self.type != 'ReconfigureTLS' || has(self.tls)",
+        "message": "spec.tls is required when spec.type is ReconfigureTLS"
     }
 ]))]
 pub struct PgpoolOpsRequestSpec {
     /// The Pgpool, in the same namespace.
     pub database_ref: LocalRef,
     /// The operation: UpdateVersion, Restart, HorizontalScaling, VerticalScaling, Reconfigure,
-    /// RotateAuth (ReconfigureTLS is accepted and ends Failed: not supported yet).
+    /// RotateAuth, ReconfigureTLS.
     #[serde(rename = "type")]
     pub type_: OpsRequestType,
     /// Settings of an UpdateVersion request.
@@ -88,6 +92,9 @@ pub struct PgpoolOpsRequestSpec {
     /// Settings of a RotateAuth request (optional: without them a new password is generated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication: Option<crate::ops_config::AuthenticationSpec>,
+    /// Settings of a ReconfigureTLS request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::ops_tls::ReconfigureTlsSpec>,
 }
 
 fn default_apply() -> Option<ApplyPolicy> {
@@ -141,9 +148,7 @@ pub enum OpsRequestType {
     Reconfigure,
     /// Change the pcp credentials and restart the pods one by one.
     RotateAuth,
-    /// Add, rotate, change or remove TLS. Accepted, so that KubeDB's manifests apply; not
-    /// carried out yet: such a request ends Failed (reason `Unsupported`) before anything
-    /// changes.
+    /// Add, rotate, change or remove TLS (`spec.tls`).
     #[serde(rename = "ReconfigureTLS")]
     ReconfigureTls,
 }

@@ -141,7 +141,7 @@ fn check_examples(dir: &Path) -> usize {
 
 #[test]
 fn repository_examples_are_valid() {
-    assert_eq!(check_examples(&repo_root().join("examples")), 9);
+    assert_eq!(check_examples(&repo_root().join("examples")), 10);
 }
 
 #[test]

@@ -94,6 +94,8 @@ impl Run<'_> {
                 Step::UpdateConfiguration => self.step_update_configuration().await?,
                 Step::UpdateCredential => self.step_update_credential().await?,
                 Step::UpdatePetSetConfig => self.step_update_petset_config().await?,
+                Step::UpdateTls => self.step_update_tls().await?,
+                Step::SyncCertificates => self.step_sync_certificates().await?,
                 Step::Done => {
                     // A final condition exists but the phase was not written: finish again.
                     let (phase, reason, message) = self.final_from_conditions();

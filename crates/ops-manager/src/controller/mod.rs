@@ -30,7 +30,9 @@ mod retry;
 mod rollback;
 mod rollback_config;
 mod rollback_scaling;
+mod rollback_tls;
 mod run;
+mod sync_certificates;
 mod update_configuration;
 mod update_credential;
 mod update_database;
@@ -39,6 +41,7 @@ mod update_petset_resources;
 mod update_petsets;
 mod update_replicas;
 mod update_resources;
+mod update_tls;
 mod validate;
 mod wiring;
 

@@ -30,6 +30,10 @@ impl Run<'_> {
         match decision {
             plan::QueueDecision::Start => {
                 self.start().await?;
+                // a request that validation ended is finished: driving it would finish it again
+                if plan::phase_of(&self.req).is_final() {
+                    return Ok(Some(Action::await_change()));
+                }
                 Ok(None)
             }
             plan::QueueDecision::Wait { behind } => {

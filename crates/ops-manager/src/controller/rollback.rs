@@ -50,6 +50,14 @@ impl Run<'_> {
                 }
             }
         }
+        if self.t == OpsRequestType::ReconfigureTls && paused {
+            match self.rollback_tls().await? {
+                RollbackState::Wait(d) => return Ok(Flow::Wait(d)),
+                RollbackState::Finished(note) => {
+                    message = format!("{message}; {note}");
+                }
+            }
+        }
         self.finish(OpsRequestPhase::Failed, &rb.reason, message)
             .await?;
         Ok(Flow::Next)

@@ -12,6 +12,7 @@ mod pods;
 mod queue;
 mod scaling;
 mod steps;
+mod tls;
 mod validation;
 
 pub use config::{
@@ -35,6 +36,8 @@ pub use steps::{SKIPPED, Step, next_scaling_step, next_step, start_condition};
 pub use validation::{
     ValidationInput, Verdict, not_ready_message, pgpool_ready, target_version, validate,
 };
+
+pub use tls::{TlsChange, TlsCheck, cert_secrets, plan_tls};
 
 #[cfg(test)]
 mod fixtures;

@@ -41,6 +41,12 @@ pub enum Step {
     UpdateCredential,
     /// Reconfigure, RotateAuth: put the rendered config hash into the PetSet's pod template.
     UpdatePetSetConfig,
+    /// ReconfigureTLS: change the Pgpool's TLS settings (and remove the certificate Secrets
+    /// to be issued again) while paused.
+    UpdateTls,
+    /// ReconfigureTLS: lift the pause and wait for the provisioner to write the certificates
+    /// and the PetSet of the new TLS settings.
+    SyncCertificates,
 }
 
 /// The first condition type of a request of this type.
@@ -77,6 +83,10 @@ pub fn next_step(t: OpsRequestType, conds: &[Condition]) -> Step {
         Step::UpdateConfiguration
     } else if t == OpsRequestType::RotateAuth && !is_true(conds, ops::UPDATE_CREDENTIAL) {
         Step::UpdateCredential
+    } else if t == OpsRequestType::ReconfigureTls && !is_true(conds, ops::UPDATE_TLS) {
+        Step::UpdateTls
+    } else if t == OpsRequestType::ReconfigureTls && !is_true(conds, ops::CERTIFICATE_SYNCED) {
+        Step::SyncCertificates
     } else if config && !is_true(conds, ops::UPDATE_PETSETS) {
         Step::UpdatePetSetConfig
     } else if update && !is_true(conds, ops::UPDATE_PETSETS) {

@@ -86,3 +86,29 @@ fn configuration_types_change_render_and_restart() {
         assert_eq!(next_step(t, &conds), Step::Resume);
     }
 }
+
+#[test]
+fn reconfigure_tls_changes_the_spec_syncs_certificates_and_restarts() {
+    let t = OpsRequestType::ReconfigureTls;
+    let mut conds = Vec::new();
+    assert_eq!(next_step(t, &conds), Step::Validate);
+    cond(&mut conds, ops::RECONFIGURE_TLS, "True", String::new());
+    assert_eq!(next_step(t, &conds), Step::Pause);
+    cond(
+        &mut conds,
+        ops::DATABASE_PAUSE_SUCCEEDED,
+        "True",
+        String::new(),
+    );
+    assert_eq!(next_step(t, &conds), Step::UpdateTls);
+    cond(&mut conds, ops::UPDATE_TLS, "Unknown", String::new());
+    assert_eq!(next_step(t, &conds), Step::UpdateTls);
+    cond(&mut conds, ops::UPDATE_TLS, "True", String::new());
+    assert_eq!(next_step(t, &conds), Step::SyncCertificates);
+    cond(&mut conds, ops::CERTIFICATE_SYNCED, "True", String::new());
+    assert_eq!(next_step(t, &conds), Step::RestartPods);
+    cond(&mut conds, ops::RESTART_PODS, "True", String::new());
+    assert_eq!(next_step(t, &conds), Step::Resume);
+    cond(&mut conds, ops::ROLLBACK, "Unknown", String::new());
+    assert_eq!(next_step(t, &conds), Step::Rollback);
+}

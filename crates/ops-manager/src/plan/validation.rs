@@ -87,14 +87,6 @@ pub fn validate(input: ValidationInput<'_>) -> Verdict {
             message: format!("spec.timeout: {e}"),
         };
     }
-    if req.spec.type_ == OpsRequestType::ReconfigureTls {
-        return Verdict::Fail {
-            reason: "Unsupported",
-            message: "ReconfigureTLS is not carried out by this operator yet: nothing was \
-                      changed; delete this request"
-                .to_string(),
-        };
-    }
     let Some(pp) = input.pgpool else {
         return Verdict::Fail {
             reason: "PgpoolNotFound",
@@ -107,10 +99,16 @@ pub fn validate(input: ValidationInput<'_>) -> Verdict {
     let current_name = pp.spec.version.as_str();
     let mut from = current_name.to_string();
     let to = match req.spec.type_ {
-        OpsRequestType::Restart
-        | OpsRequestType::Reconfigure
-        | OpsRequestType::RotateAuth
-        | OpsRequestType::ReconfigureTls => current_name.to_string(),
+        OpsRequestType::Restart | OpsRequestType::Reconfigure | OpsRequestType::RotateAuth => {
+            current_name.to_string()
+        }
+        OpsRequestType::ReconfigureTls => match super::tls::plan_tls(req, pp) {
+            super::tls::TlsCheck::Go(_) => current_name.to_string(),
+            super::tls::TlsCheck::AlreadyDone(message) => return Verdict::AlreadyDone { message },
+            super::tls::TlsCheck::Fail(reason, message) => {
+                return Verdict::Fail { reason, message };
+            }
+        },
         OpsRequestType::UpdateVersion => {
             let Some(target_name) = target_version(req) else {
                 return Verdict::Fail {

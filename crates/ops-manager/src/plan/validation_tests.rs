@@ -132,11 +132,34 @@ fn restart_validation() {
 }
 
 #[test]
-fn reconfigure_tls_is_accepted_and_refused_before_anything_changes() {
-    let req = request("r", "ReconfigureTLS", "", 0, None);
-    assert_eq!(req.spec.type_.as_str(), "ReconfigureTLS");
+fn reconfigure_tls_is_validated_against_the_pgpool() {
+    let mut req = request("r", "ReconfigureTLS", "", 0, None);
+    req.spec.tls = Some(serde_json::from_value(serde_json::json!({"remove": true})).unwrap());
     let ready = pgpool("4.5.3", "Ready", false);
-    let (reason, message) = fail_reason(run(&req, Some(&ready), None, None));
-    assert_eq!(reason, "Unsupported");
-    assert!(message.contains("nothing was changed"), "{message}");
+    // remove on a Pgpool without TLS: nothing to do
+    assert!(matches!(
+        run(&req, Some(&ready), None, None),
+        Verdict::AlreadyDone { .. }
+    ));
+    assert_eq!(fail_reason(run(&req, None, None, None)).0, "PgpoolNotFound");
+    // add TLS: go
+    req.spec.tls = Some(Default::default());
+    assert_eq!(
+        run(&req, Some(&ready), None, None),
+        Verdict::Proceed {
+            from: "4.5.3".into(),
+            to: "4.5.3".into()
+        }
+    );
+    let halted = pgpool("4.5.3", "Halted", true);
+    assert_eq!(
+        fail_reason(run(&req, Some(&halted), None, None)).0,
+        "PgpoolHalted"
+    );
+    let mut not_ready = pgpool("4.5.3", "NotReady", false);
+    not_ready.status.as_mut().unwrap().phase = Some(pgpool_api::PgpoolPhase::NotReady);
+    assert!(matches!(
+        run(&req, Some(&not_ready), None, None),
+        Verdict::WaitForReady { .. }
+    ));
 }

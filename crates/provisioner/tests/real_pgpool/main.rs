@@ -26,6 +26,7 @@ mod reload;
 mod rotate_pcp;
 mod servers;
 mod tls;
+mod tls_rotation;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -37,12 +37,13 @@ use crate::servers::{
 use crate::{PCP_PASSWORD, PCP_USER, POOL_KEY, install_files};
 
 /// The host name clients use; the server certificate names it.
-const HOST: &str = "localhost";
+pub(crate) const HOST: &str = "localhost";
 
 /// The certificates of one run.
-struct Certs {
-    ca: CertPair,
-    server: CertPair,
+#[derive(Clone)]
+pub(crate) struct Certs {
+    pub(crate) ca: CertPair,
+    pub(crate) server: CertPair,
     /// CN = [`MD5_USER`], signed by `ca`.
     client: CertPair,
     /// CN = [`MD5_USER`], signed by another CA.
@@ -70,7 +71,7 @@ fn leaf(ca: &CertPair, cn: &str, usage: Usage) -> CertPair {
 /// `sslMode: verify-full` (`tls::plan`, the same code as in the controller): its CA Secret,
 /// server certificate (the Services' names, `localhost`, `127.0.0.1`) and client certificate
 /// (CN = the AppBinding's user, here [`MD5_USER`]); the plan asks for client TLS `Required`.
-fn provisioner_certs() -> (CertPair, CertPair, CertPair) {
+pub(crate) fn provisioner_certs() -> (CertPair, CertPair, CertPair) {
     let pgpool: Pgpool = serde_json::from_value(serde_json::json!({
         "apiVersion": "kubedb.com/v1alpha2", "kind": "Pgpool",
         "metadata": {"name": "pp", "namespace": "demo"},
@@ -108,7 +109,7 @@ fn provisioner_certs() -> (CertPair, CertPair, CertPair) {
     )
 }
 
-fn make_certs() -> Certs {
+pub(crate) fn make_certs() -> Certs {
     let now = Utc::now();
     let (ca, server, client) = provisioner_certs();
     let other_ca = ca::new_ca("pgpool-other-ca", now, ca::CA_LIFETIME).expect("other ca");
@@ -143,7 +144,13 @@ fn client_files(dir: &Path, name: &str, pair: &CertPair) -> (PathBuf, PathBuf) {
 
 /// Turns TLS on in the running PostgreSQL (reloadable since 10) with a certificate of its
 /// own CA (`backend_ca`).
-fn enable_postgres_ssl(tools: &PgTools, pg: &Postgres, dir: &Path, run_as: RunAs, certs: &Certs) {
+pub(crate) fn enable_postgres_ssl(
+    tools: &PgTools,
+    pg: &Postgres,
+    dir: &Path,
+    run_as: RunAs,
+    certs: &Certs,
+) {
     let data = dir.join("pgdata");
     let server = leaf(&certs.backend_ca, "postgres", Usage::Server);
     write_owned(&data.join("server.crt"), &server.cert_pem, 0o600, run_as);
@@ -172,7 +179,7 @@ fn enable_postgres_ssl(tools: &PgTools, pg: &Postgres, dir: &Path, run_as: RunAs
 }
 
 /// `psql` with a conninfo string; `PGPASSWORD` when given.
-fn psql(tools: &PgTools, conninfo: &str, password: Option<&str>, query: &str) -> Output {
+pub(crate) fn psql(tools: &PgTools, conninfo: &str, password: Option<&str>, query: &str) -> Output {
     let mut cmd = client_command(&tools.pg("psql"));
     cmd.args([
         "-X",
@@ -193,13 +200,13 @@ fn psql(tools: &PgTools, conninfo: &str, password: Option<&str>, query: &str) ->
 
 /// One pgpool with TLS files in `dir/key/` (mode `key_mode` for the key); its CA file is the
 /// Pgpool's CA followed, when `backend_ca`, by the backend's, as the init container writes it.
-struct TlsPgpool {
-    server: Server,
-    port: u16,
+pub(crate) struct TlsPgpool {
+    pub(crate) server: Server,
+    pub(crate) port: u16,
     tls_dir: PathBuf,
 }
 
-fn start_tls_pgpool(
+pub(crate) fn start_tls_pgpool(
     binary: &PgpoolBinary,
     env: (&PgTools, &Postgres, RunAs),
     dir: &Path,
@@ -287,14 +294,14 @@ fn start_tls_pgpool(
     })
 }
 
-fn conninfo(port: u16, sslmode: &str, root: &Path) -> String {
+pub(crate) fn conninfo(port: u16, sslmode: &str, root: &Path) -> String {
     format!(
         "host={HOST} port={port} user={MD5_USER} dbname=postgres sslmode={sslmode} sslrootcert={}",
         root.display()
     )
 }
 
-fn check(ok: bool, what: &str, out: &Output, pgpool: &Server) -> Result<(), String> {
+pub(crate) fn check(ok: bool, what: &str, out: &Output, pgpool: &Server) -> Result<(), String> {
     if ok {
         return Ok(());
     }
