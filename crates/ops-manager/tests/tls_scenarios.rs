@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Env, NS, OpsManager, condition_types, failed_message, phase};
@@ -21,37 +21,10 @@ const LIMIT: Duration = Duration::from_secs(90);
 
 /// Everything both operators logged in this test process.
 fn log_buffer() -> Arc<Mutex<Vec<u8>>> {
-    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    BUFFER
-        .get_or_init(|| {
-            let buffer = Arc::new(Mutex::new(Vec::new()));
-            let sink = buffer.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .with_env_filter(
-                    "info,pgpool_ops_manager=debug,pgpool_provisioner=debug,operator_kit=debug",
-                )
-                .with_ansi(false)
-                .with_writer(move || Sink(sink.clone()))
-                .finish();
-            let _ = tracing::subscriber::set_global_default(subscriber);
-            buffer
-        })
-        .clone()
-}
-
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    // the operators' own code at debug (more than they log in production)
+    testkit::log_capture::capture(
+        "info,pgpool_ops_manager=debug,pgpool_provisioner=debug,operator_kit=debug",
+    )
 }
 
 /// Wait until the ops-manager's metrics hold `line` (the status is written before the metric).
@@ -86,7 +59,7 @@ async fn text(env: &Env, name: &str, key: &str) -> Option<String> {
 
 /// Fails when the log or an event holds a PEM key header or a line of one of `keys`.
 async fn assert_no_private_key(env: &Env, keys: &[String]) {
-    let log = String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned();
+    let log = testkit::log_capture::text(&log_buffer());
     assert!(
         log.contains("pgpool_ops_manager"),
         "the ops-manager's log was captured"

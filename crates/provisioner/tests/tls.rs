@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -22,43 +22,15 @@ use serde_json::json;
 
 /// Everything the provisioner logged in this test process.
 fn log_buffer() -> Arc<Mutex<Vec<u8>>> {
-    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    BUFFER
-        .get_or_init(|| {
-            let buffer = Arc::new(Mutex::new(Vec::new()));
-            let sink = buffer.clone();
-            let subscriber = tracing_subscriber::fmt()
-                // the operators' own code at debug (more than they log in production)
-                .with_env_filter(
-                    "info,pgpool_provisioner=debug,operator_kit=debug,petset_controller=debug",
-                )
-                .with_ansi(false)
-                .with_writer(move || Sink(sink.clone()))
-                .finish();
-            let _ = tracing::subscriber::set_global_default(subscriber);
-            buffer
-        })
-        .clone()
-}
-
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    // the operators' own code at debug (more than they log in production)
+    testkit::log_capture::capture(
+        "info,pgpool_provisioner=debug,operator_kit=debug,petset_controller=debug",
+    )
 }
 
 /// Fails when the log or an event holds a PEM key header or a line of one of `keys`.
 async fn assert_no_private_key(env: &Env, keys: &[String]) {
-    let log = String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned();
+    let log = testkit::log_capture::text(&log_buffer());
     assert!(!log.is_empty(), "the provisioner's log was captured");
     let events: Api<Event> = env.api();
     let notes: Vec<String> = events
@@ -219,21 +191,24 @@ async fn built_in_certificates_are_renewed_before_expiry_with_an_event() {
         .unwrap()[TLS_HASH]
         .clone();
     let mut keys = vec![secret_text(&env, "pp-update-server-cert", "tls.key").await];
-    let renewed = tokio::time::timeout(Duration::from_secs(90), async {
-        loop {
-            if env
-                .secret_value("pp-update-server-cert", "tls.crt")
-                .await
-                .as_deref()
-                != Some(first.as_str())
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
+    // watched, not polled: the Secret's tls.crt is no longer the first certificate
+    let other_cert = |s: Option<&Secret>| {
+        s.and_then(|s| s.data.as_ref()?.get("tls.crt"))
+            .is_some_and(|crt| crt.0 != first.as_bytes())
+    };
+    let renewed = tokio::time::timeout(
+        Duration::from_secs(90),
+        kube::runtime::wait::await_condition(
+            env.api::<Secret>(),
+            "pp-update-server-cert",
+            other_cert,
+        ),
+    )
     .await;
-    assert!(renewed.is_ok(), "the server certificate was not renewed");
+    assert!(
+        renewed.is_ok_and(|r| r.is_ok()),
+        "the server certificate was not renewed"
+    );
     let second = ca::inspect(&secret_text(&env, "pp-update-server-cert", "tls.crt").await).unwrap();
     assert!(second.not_after > ca::inspect(&first).unwrap().not_after);
     assert!(second.not_after > Utc::now());

@@ -109,6 +109,7 @@ mod kubelet_capacity;
 mod latency;
 mod listen;
 mod log;
+pub mod log_capture;
 mod pdb;
 mod registry;
 mod revision;

@@ -8,12 +8,10 @@
 //! Progressing, so no other request of the Pgpool starts meanwhile.
 
 use pgpool_api::conditions::{self, ops};
-use pgpool_api::names;
 
 use super::config_objects::RENDER_POLL;
 use super::error::Result;
 use super::run::{Flow, Run};
-use super::update_tls::ANNOTATION_TLS_HASH;
 use crate::plan;
 
 impl Run<'_> {
@@ -56,17 +54,7 @@ impl Run<'_> {
         let previous = self.previous().unwrap_or_default();
         let rotated = previous["rotate"].as_array().is_some_and(|a| !a.is_empty());
         let old_hash = previous["tlsHash"].as_str().map(String::from);
-        let hash = self
-            .petsets()
-            .get_opt(&names::petset(&self.pgpool))
-            .await?
-            .and_then(|ps| {
-                ps.spec
-                    .template
-                    .metadata?
-                    .annotations?
-                    .remove(ANNOTATION_TLS_HASH)
-            });
+        let hash = self.petset_tls_hash().await?;
         let template_ok = match (&pp.spec.tls, &hash) {
             (None, None) => true,
             (Some(_), Some(h)) => !rotated || old_hash.as_deref() != Some(h.as_str()),

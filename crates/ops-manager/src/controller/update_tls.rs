@@ -34,17 +34,7 @@ impl Run<'_> {
                     TlsCheck::AlreadyDone(m) => return self.fail_step("NothingToChange", m).await,
                     TlsCheck::Fail(reason, m) => return self.fail_step(reason, m).await,
                 };
-                let old_hash = self
-                    .petsets()
-                    .get_opt(&names::petset(&self.pgpool))
-                    .await?
-                    .and_then(|ps| {
-                        ps.spec
-                            .template
-                            .metadata?
-                            .annotations?
-                            .remove(ANNOTATION_TLS_HASH)
-                    });
+                let old_hash = self.petset_tls_hash().await?;
                 let stored = json!({
                     "patch": change.patch,
                     "undo": change.undo,
@@ -85,5 +75,23 @@ impl Run<'_> {
         };
         self.complete_named(step, &msg);
         Ok(Flow::Next)
+    }
+}
+
+impl Run<'_> {
+    /// The TLS hash in the PetSet's pod template (what the provisioner rendered for the
+    /// Pgpool's TLS settings); `None` without TLS or without the PetSet.
+    pub(super) async fn petset_tls_hash(&self) -> Result<Option<String>> {
+        Ok(self
+            .petsets()
+            .get_opt(&names::petset(&self.pgpool))
+            .await?
+            .and_then(|ps| {
+                ps.spec
+                    .template
+                    .metadata?
+                    .annotations?
+                    .remove(ANNOTATION_TLS_HASH)
+            }))
     }
 }
