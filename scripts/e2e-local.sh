@@ -5,7 +5,8 @@
 # e2e/tests/update_under_load.rs driving a 3-replica Pgpool through 4.3.5 -> 4.6.1 -> 4.7.3
 # and a crashing update under client load, then e2e/tests/day2_operations.rs applying the
 # day-2 example requests to a 2-replica Pgpool under load, then e2e/tests/tls_under_load.rs
-# updating a TLS Pgpool (built-in CA, sslMode require) 4.6.1 -> 4.7.3 under a load client that
+# updating a TLS Pgpool (built-in CA, sslMode require) 4.6.1 -> 4.7.3, then rotating its
+# certificates with a ReconfigureTLS, under a load client that
 # connects over TLS; at the end both operators' logs are searched for private keys.
 #
 # Needs root (network namespaces, and PostgreSQL runs as `postgres`), cargo, curl, kubectl
@@ -160,28 +161,37 @@ both_ready() {
 }
 wait_for both_ready 60 || die "the operators did not become ready within 60 s"
 
-# 6. the scenario: the load client reaches the Pgpool Service's ClusterIP from the host
+# 6. the scenarios (E2E_LOCAL_SCENARIOS, default all: "update day2 tls"); the load client
+#    reaches the Pgpool Service's ClusterIP from the host
+SCENARIOS=" ${E2E_LOCAL_SCENARIOS:-update day2 tls} "
+wants() { [[ "$SCENARIOS" == *" $1 "* ]]; }
+if wants update; then
 say "running update_under_load (3 replicas, 4.3.5 -> 4.6.1 -> 4.7.3, then a crashing image)"
 # a pod replaced in more than 25 s waited out its grace period (about 11 s is usual here)
 E2E=1 E2E_LOAD=1 KUBECONFIG="$KUBECONFIG_FILE" E2E_MAX_POD_RESTART_SECONDS="${E2E_MAX_POD_RESTART_SECONDS:-25}" \
   E2E_PROVISIONER_METRICS_URL="http://127.0.0.1:$PROVISIONER_PORT/metrics" \
   E2E_OPS_MANAGER_METRICS_URL="http://127.0.0.1:$OPS_MANAGER_PORT/metrics" \
   "$CARGO" test -p e2e --test update_under_load -- --nocapture --test-threads=1
+fi
 
 # 7. day-2 operations on the examples' Pgpool (2 replicas, under load): each example request
 #    applied unchanged and Successful, spec / PetSet / pods agreeing, no failed query
+if wants day2; then
 say "running day2_operations (HorizontalScaling 2 -> 3, VerticalScaling, Reconfigure, RotateAuth)"
 E2E=1 E2E_LOAD=1 KUBECONFIG="$KUBECONFIG_FILE" E2E_MAX_POD_RESTART_SECONDS="${E2E_MAX_POD_RESTART_SECONDS:-25}" \
   "$CARGO" test -p e2e --test day2_operations -- --nocapture --test-threads=1
+fi
 
 # 8. TLS: a Pgpool with spec.tls {} (built-in CA) and sslMode require, updated 4.6.1 -> 4.7.3
 #    under a load client on TLS (verify-full against <name>-ca); plain text refused; the test
 #    searches both operators' logs for the Secrets' tls.key
-say "running tls_under_load (TLS Pgpool, 2 replicas, 4.6.1 -> 4.7.3 under load over TLS)"
+if wants tls; then
+say "running tls_under_load (TLS Pgpool, 2 replicas, 4.6.1 -> 4.7.3 and a certificate rotation under load over TLS)"
 OPERATOR_LOGS="$STATE_DIR/provisioner.log:$STATE_DIR/ops-manager.log"
 E2E=1 E2E_LOAD=1 KUBECONFIG="$KUBECONFIG_FILE" E2E_MAX_POD_RESTART_SECONDS="${E2E_MAX_POD_RESTART_SECONDS:-25}" \
   E2E_OPERATOR_LOGS="$OPERATOR_LOGS" \
   "$CARGO" test -p e2e --test tls_under_load -- --nocapture --test-threads=1
+fi
 
 # 9. no private key in the operators' output of the whole run (the test above also looked for
 #    the TLS Pgpool's own keys, base64 and PEM lines)

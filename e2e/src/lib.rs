@@ -26,5 +26,6 @@ pub mod load;
 pub mod metrics;
 pub mod psql;
 pub mod scenario;
+pub mod scenario_request;
 pub mod scenario_update;
 pub mod wait;

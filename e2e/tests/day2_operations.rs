@@ -15,21 +15,22 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use e2e::cluster::Cluster;
 use e2e::day2_config;
-use e2e::load::{LoadClient, LoadConfig, UpdateOutcome, judge, pod_restarts};
+use e2e::load::{LoadClient, LoadConfig, UpdateOutcome, judge};
 use e2e::scenario::{
     LOAD_ENV, apply_catalog, backend_credentials, delete_and_wait, load_address, max_pod_restart,
 };
+use e2e::scenario_request::run_request;
 use e2e::{cluster, wait};
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Pod, PodSpec, ResourceRequirements};
 use kube::Api;
 use kube::api::PostParams;
-use pgpool_api::conditions::{self, ops};
+use pgpool_api::conditions;
 use pgpool_api::quantity::same_resources;
-use pgpool_api::{OpsRequestPhase, PetSet, Pgpool, PgpoolOpsRequest, PgpoolPhase, names};
+use pgpool_api::{PetSet, Pgpool, PgpoolOpsRequest, PgpoolPhase, names};
 
 /// The Pgpool of the examples.
 const PGPOOL: &str = "pp-update";
@@ -172,64 +173,12 @@ async fn run_step(
     load: &LoadClient,
     step: &Day2Step,
 ) -> anyhow::Result<UpdateOutcome> {
-    let requests: Api<PgpoolOpsRequest> =
-        Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let request: PgpoolOpsRequest = cluster::example(step.example, &cluster.namespace)?;
-    let name = request
-        .metadata
-        .name
-        .clone()
-        .context("the example has no name")?;
-    load.start_window(&name);
-    let begin = Instant::now();
-    let done = async {
-        requests
-            .create(&PostParams::default(), &request)
-            .await
-            .with_context(|| format!("creating PgpoolOpsRequest {name}"))?;
-        let done = wait::for_object(
-            &requests,
-            &name,
-            &format!("PgpoolOpsRequest {name} ended"),
-            STEP_TIMEOUT,
-            |r: &PgpoolOpsRequest| {
-                r.status
-                    .as_ref()
-                    .and_then(|s| s.phase)
-                    .is_some_and(OpsRequestPhase::is_final)
-            },
-        )
-        .await?;
-        let phase = done.status.as_ref().and_then(|s| s.phase);
-        if phase != Some(OpsRequestPhase::Successful) {
-            let why = done
-                .status
-                .as_ref()
-                .and_then(|s| conditions::get(&s.conditions, ops::FAILED))
-                .map(|c| format!("{}: {}", c.reason, c.message))
-                .unwrap_or_default();
-            bail!("PgpoolOpsRequest {name} ended {phase:?} {why}");
-        }
+    run_request(cluster, load, &request, STEP_TIMEOUT, |done| async move {
         wait_settled(cluster).await?;
-        (step.check)(cluster, &done).await?;
-        anyhow::Ok(done)
-    }
-    .await;
-    let wall = begin.elapsed();
-    let stats = load.stop_window().await.unwrap_or_default();
-    let done = done?;
-    let conds = done
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or(&[]);
-    Ok(UpdateOutcome {
-        name: format!("{name} ({})", done.spec.type_.as_str()),
-        phase: done.status.as_ref().and_then(|s| s.phase),
-        wall,
-        restarts: pod_restarts(conds),
-        load: stats,
+        (step.check)(cluster, &done).await
     })
+    .await
 }
 
 /// HorizontalScaling: `spec.replicas`, the PetSet's replicas and the Ready pods are the

@@ -10,8 +10,11 @@
 //! 3. the load client, every connection over TLS the same way, runs through an UpdateVersion
 //!    4.6.1 -> 4.7.3, judged like the other updates (no failed short query,
 //!    `E2E_MAX_POD_RESTART_SECONDS`); plain text is refused again on the new pods;
-//! 4. the operators' output (`E2E_OPERATOR_LOGS`, colon-separated files; the script passes
-//!    both operators' logs) holds no `PRIVATE KEY` and none of the three Secrets' `tls.key`.
+//! 4. then a ReconfigureTLS `rotateCertificates: true` under the same load: Successful, judged
+//!    the same way, a new server certificate, verify-full with the (kept) CA still works;
+//! 5. the operators' output (`E2E_OPERATOR_LOGS`, colon-separated files; the script passes
+//!    both operators' logs) holds no `PRIVATE KEY`, none of the three Secrets' `tls.key` and
+//!    none of the keys the rotation replaced.
 //!
 //! Skips with one line without `E2E_LOAD=1` and `E2E=1` with a reachable cluster.
 
@@ -20,10 +23,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use e2e::cluster::{self, Cluster};
 use e2e::key_leaks::{KeyMaterial, find_leaks};
-use e2e::load::{LoadClient, LoadConfig, LoadTls, judge};
+use e2e::load::{LoadClient, LoadConfig, LoadTls, UpdateOutcome, judge};
 use e2e::scenario::{
     LOAD_ENV, apply_catalog, backend_credentials, delete_and_wait, load_address, max_pod_restart,
 };
+use e2e::scenario_request::run_request;
 use e2e::scenario_update::{UpdateStep, update_version, wait_ready_on};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
@@ -39,6 +43,8 @@ const SOURCE: &str = "4.6.1";
 const TARGET: &str = "4.7.3";
 /// The operators' log files, colon-separated, searched for key material at the end.
 const LOGS_ENV: &str = "E2E_OPERATOR_LOGS";
+/// The ReconfigureTLS request after the update.
+const ROTATE_REQUEST: &str = "pp-tls-load-rotate";
 
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
 const UPDATE_TIMEOUT: Duration = Duration::from_secs(900);
@@ -153,19 +159,80 @@ async fn run(cluster: &Cluster, started: Instant) -> anyhow::Result<()> {
         ))
     };
     load.stop_window().await;
+    let mut outcomes = vec![outcome];
+
+    // the certificates the rotation replaces, searched for in the logs at the end too
+    let mut old_keys = Vec::new();
+    let rotation = if settled.is_ok() {
+        step(
+            started,
+            "ReconfigureTLS rotateCertificates under load over TLS",
+        );
+        for s in ["server-cert", "client-cert"].map(|s| format!("{PGPOOL}-{s}")) {
+            old_keys.push(KeyMaterial {
+                source: format!("Secret {s} tls.key before the rotation"),
+                pem: secret_key(cluster, &s, "tls.key").await?,
+            });
+        }
+        let rotated = rotate_certificates(cluster, &load).await;
+        if let Ok(o) = &rotated {
+            println!("{o}");
+            outcomes.push(o.clone());
+        }
+        rotated.map(drop)
+    } else {
+        Ok(())
+    };
     load.shutdown().await;
 
     step(started, "summary");
-    println!("{outcome}");
-    judge(std::slice::from_ref(&outcome), max_pod_restart()?)?;
+    for o in &outcomes {
+        println!("{o}");
+    }
+    judge(&outcomes, max_pod_restart()?)?;
     settled?;
+    rotation?;
     check_plaintext_refused(&config)
         .await
-        .with_context(|| format!("after the update to {TARGET}"))?;
+        .context("after the update and the rotation")?;
+    check_connections(&config, &tls, &ca)
+        .await
+        .context("verify-full with the CA after the rotation")?;
 
     step(started, "the operators' output holds no private key");
-    check_no_key_in_logs(cluster).await?;
+    check_no_key_in_logs(cluster, old_keys).await?;
     Ok(())
+}
+
+/// ReconfigureTLS with `rotateCertificates: true` under `load`: Successful, the pods Ready on
+/// the target again, and a new server certificate in its Secret (the CA stays, so verify-full
+/// clients keep trusting the pods).
+async fn rotate_certificates(
+    cluster: &Cluster,
+    load: &LoadClient,
+) -> anyhow::Result<UpdateOutcome> {
+    let server = format!("{PGPOOL}-server-cert");
+    let before = secret_key(cluster, &server, "tls.crt").await?;
+    let request: PgpoolOpsRequest = serde_json::from_value(serde_json::json!({
+        "apiVersion": "ops.kubedb.com/v1alpha1",
+        "kind": "PgpoolOpsRequest",
+        "metadata": {"name": ROTATE_REQUEST, "namespace": cluster.namespace},
+        "spec": {
+            "type": "ReconfigureTLS",
+            "databaseRef": {"name": PGPOOL},
+            "tls": {"rotateCertificates": true},
+        },
+    }))?;
+    run_request(cluster, load, &request, UPDATE_TIMEOUT, |_| async {
+        wait_ready_on(cluster, PGPOOL, REPLICAS, TARGET, READY_TIMEOUT).await?;
+        let after = secret_key(cluster, &server, "tls.crt").await?;
+        ensure!(
+            after != before,
+            "Secret {server} holds the same certificate"
+        );
+        Ok(())
+    })
+    .await
 }
 
 /// Plain text refused, a TLS client expecting another name refuses the server, TLS verifying
@@ -269,7 +336,7 @@ async fn secret_key(cluster: &Cluster, name: &str, key: &str) -> anyhow::Result<
 
 /// Searches the files of [`LOGS_ENV`] for `PRIVATE KEY` and the `tls.key` of the CA, server and
 /// client Secrets; without it, says so and checks nothing.
-async fn check_no_key_in_logs(cluster: &Cluster) -> anyhow::Result<()> {
+async fn check_no_key_in_logs(cluster: &Cluster, mut keys: Vec<KeyMaterial>) -> anyhow::Result<()> {
     let Some(files) = std::env::var(LOGS_ENV)
         .ok()
         .filter(|v| !v.trim().is_empty())
@@ -277,7 +344,6 @@ async fn check_no_key_in_logs(cluster: &Cluster) -> anyhow::Result<()> {
         println!("    {LOGS_ENV} is not set: the operators' output is not searched");
         return Ok(());
     };
-    let mut keys = Vec::new();
     for secret in ["ca", "server-cert", "client-cert"].map(|s| format!("{PGPOOL}-{s}")) {
         keys.push(KeyMaterial {
             source: format!("Secret {secret} tls.key"),
@@ -311,6 +377,7 @@ async fn cleanup(cluster: &Cluster) -> anyhow::Result<()> {
     let requests: Api<PgpoolOpsRequest> =
         Api::namespaced(cluster.client.clone(), &cluster.namespace);
     delete_and_wait(&requests, &format!("{PGPOOL}-to-{TARGET}"), CLEANUP_TIMEOUT).await?;
+    delete_and_wait(&requests, ROTATE_REQUEST, CLEANUP_TIMEOUT).await?;
     let pgpools: Api<Pgpool> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     delete_and_wait(&pgpools, PGPOOL, CLEANUP_TIMEOUT)
         .await

@@ -31,6 +31,19 @@ pub mod pgpool {
     /// the PetSet's `OnDelete` strategy does not replace; a Restart ops request rolls them).
     /// Not a KubeDB condition.
     pub const PODS_UP_TO_DATE: &str = "PodsUpToDate";
+
+    /// Reason of `Paused=Unknown` when an ops request asks for the pause.
+    pub const REASON_PAUSE_REQUESTED: &str = "PauseRequested";
+    /// Reason of `Paused=Unknown` when an ops request holding the pause asks the provisioner
+    /// to render the children once from the spec as it is now (`observedGeneration`: the
+    /// Pgpool generation to render), the PetSet included, and to stay paused. The PetSet's
+    /// `OnDelete` strategy keeps every pod as it is; the request restarts them itself.
+    pub const REASON_RENDER_REQUESTED: &str = "RenderRequested";
+    /// Reason of `Paused=True` after a render the request asked for: the children are what the
+    /// generation in `observedGeneration` asks for.
+    pub const REASON_RENDERED: &str = "Rendered";
+    /// Reason of `Paused=True` after a render that could not be made; the message says why.
+    pub const REASON_RENDER_FAILED: &str = "RenderFailed";
 }
 
 /// PgpoolOpsRequest condition types (KubeDB's names).

@@ -136,6 +136,7 @@ fn successful(req: &PgpoolOpsRequest) {
         ops::DATABASE_PAUSE_SUCCEEDED,
         ops::UPDATE_TLS,
         ops::CERTIFICATE_SYNCED,
+        ops::UPDATE_PETSETS,
         ops::RESTART_PODS,
         ops::SUCCESSFUL,
     ] {
@@ -309,7 +310,7 @@ async fn a_removal_whose_pods_cannot_restart_puts_tls_back() {
     let failed = failed_message(&req);
     assert!(failed.starts_with("EvictionTimeout: "), "{failed}");
     assert!(
-        failed.contains("put the previous TLS settings back"),
+        failed.contains("rolled back: the previous TLS settings are rendered"),
         "{failed}"
     );
     let pp = env
@@ -320,5 +321,235 @@ async fn a_removal_whose_pods_cannot_restart_puts_tls_back() {
         .await;
     assert_eq!(pp.spec.ssl_mode(), pgpool_api::pgpool::SslMode::Require);
     assert_no_private_key(&env, &keys(&env, "pp").await).await;
+    ops.stop().await;
+}
+
+/// The request's condition `type_`, if it has it.
+fn request_condition(r: &PgpoolOpsRequest, type_: &str) -> Option<(String, String)> {
+    let st = r.status.as_ref()?;
+    conditions::get(&st.conditions, type_).map(|c| (c.status.clone(), c.message.clone()))
+}
+
+/// The `pgpool.kubedb.com/tls-hash` of the PetSet's template and of each pod.
+async fn tls_hashes(env: &Env, name: &str) -> (Option<String>, Vec<(String, Option<String>)>) {
+    let key = "pgpool.kubedb.com/tls-hash";
+    let ps = env.petsets().get(name).await.expect("petset");
+    let template = ps
+        .spec
+        .template
+        .metadata
+        .and_then(|m| m.annotations)
+        .and_then(|a| a.get(key).cloned());
+    let pods = env
+        .pods_of(name)
+        .await
+        .into_iter()
+        .map(|(n, p)| (n, p.metadata.annotations.and_then(|a| a.get(key).cloned())))
+        .collect();
+    (template, pods)
+}
+
+async fn events_with_reason(env: &Env, reason: &str) -> usize {
+    let events: Api<Event> = Api::all(env.client.clone());
+    events
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pods_restart_while_the_pgpool_stays_paused_and_only_for_the_request() {
+    log_buffer();
+    let env = Env::new(kubelet()).await;
+    ready_pgpool(&env, "pp", Some(json!({}))).await;
+    let (old_hash, _) = tls_hashes(&env, "pp").await;
+    let before = common::uids(&env.pods_of("pp").await);
+    // A second budget: every eviction is refused while it exists.
+    env.create_pdb("no-disruption", "pp", 2).await;
+    let ops = OpsManager::start(&env.server).await;
+    env.create_request(
+        "rotate",
+        reconfigure_tls("pp", json!({"rotateCertificates": true})),
+    )
+    .await;
+    let evict = ops::evict_pod("pp-0");
+    env.wait_request("rotate", LIMIT, "the first eviction refused", move |r| {
+        request_condition(r, &evict).is_some_and(|(status, _)| status == conditions::UNKNOWN)
+    })
+    .await;
+    // the template moved while paused; the provisioner holds still while pods restart
+    let pp = env.pgpools().get("pp").await.expect("pgpool");
+    let paused = pp
+        .status
+        .as_ref()
+        .and_then(|s| conditions::get(&s.conditions, pc::PAUSED).cloned())
+        .expect("paused while the request restarts pods");
+    assert_eq!(
+        (paused.status.as_str(), paused.reason.as_str()),
+        (conditions::TRUE, pc::REASON_RENDERED)
+    );
+    let (template, pods) = tls_hashes(&env, "pp").await;
+    assert!(template.is_some() && template != old_hash, "{template:?}");
+    assert!(pods.iter().all(|(_, h)| *h == old_hash), "{pods:?}");
+    let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+        Api::namespaced(env.client.clone(), NS);
+    pdbs.delete("no-disruption", &Default::default())
+        .await
+        .expect("delete pdb");
+    let req = env.wait_final("rotate", LIMIT).await;
+    successful(&req);
+    settled(&env, "pp").await;
+    let (template, pods) = tls_hashes(&env, "pp").await;
+    assert!(pods.iter().all(|(_, h)| *h == template), "{pods:?}");
+    let after = common::uids(&env.pods_of("pp").await);
+    for (pod, uid) in &before {
+        assert_ne!(after.get(pod), Some(uid), "pod {pod} was restarted");
+    }
+    assert_eq!(
+        events_with_reason(&env, "RestartedForCertificate").await,
+        0,
+        "the provisioner restarted no pod of its own"
+    );
+    ops.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_removal_restarts_the_pods_it_moved_with_tls_again() {
+    log_buffer();
+    // slow enough readiness for the test to block the second eviction after the first
+    let env = Env::new(KubeletConfig::default().ready_delay(Duration::from_millis(1500))).await;
+    ready_pgpool(&env, "pp", Some(json!({}))).await;
+    let (old_hash, _) = tls_hashes(&env, "pp").await;
+    assert!(old_hash.is_some());
+    let ops = OpsManager::start(&env.server).await;
+    let mut spec = reconfigure_tls("pp", json!({"remove": true}));
+    spec["timeout"] = json!("3s");
+    env.create_request("remove", spec).await;
+    let evict = ops::evict_pod("pp-0");
+    env.wait_request("remove", LIMIT, "pp-0 evicted", move |r| {
+        request_condition(r, &evict).is_some_and(|(status, _)| status == conditions::TRUE)
+    })
+    .await;
+    // pp-0 comes back without TLS; pp-1 may not go
+    env.create_pdb("no-disruption", "pp", 2).await;
+    env.wait_request("remove", LIMIT, "rolling back", |r| {
+        request_condition(r, ops::ROLLBACK).is_some()
+    })
+    .await;
+    let (template, pods) = tls_hashes(&env, "pp").await;
+    assert!(
+        pods.iter().any(|(_, h)| h.is_none()),
+        "a pod moved: {template:?} {pods:?}"
+    );
+    let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+        Api::namespaced(env.client.clone(), NS);
+    pdbs.delete("no-disruption", &Default::default())
+        .await
+        .expect("delete pdb");
+    let req = env.wait_final("remove", LIMIT).await;
+    assert_eq!(phase(&req), Some(OpsRequestPhase::Failed));
+    let pp = settled(&env, "pp").await;
+    assert!(pp.spec.tls.is_some());
+    let (template, pods) = tls_hashes(&env, "pp").await;
+    assert!(template.is_some(), "TLS is back in the template");
+    assert!(pods.iter().all(|(_, h)| *h == template), "{pods:?}");
+    let failed = failed_message(&req);
+    assert!(
+        failed.contains(
+            "rolled back: the previous TLS settings are rendered and every pod runs them"
+        ),
+        "{failed}"
+    );
+    ops.stop().await;
+}
+
+/// Plays cert-manager with a CA of its own: every Certificate gets a Secret signed by it.
+fn cert_manager(env: &Env) -> testkit::cert_manager::FakeCertManager {
+    use pgpool_provisioner::pgpool::tls::ca::{self, LeafRequest, Usage};
+    let issuer = ca::new_ca("cert-manager-ca", chrono::Utc::now(), ca::CA_LIFETIME).expect("CA");
+    testkit::cert_manager::FakeCertManager::start(
+        env.client.clone(),
+        NS,
+        Box::new(move |certificate| {
+            let spec = &certificate.data["spec"];
+            let dns_names = spec["dnsNames"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let request = LeafRequest {
+                common_name: spec["commonName"].as_str().unwrap_or("pgpool").into(),
+                organizations: Vec::new(),
+                dns_names,
+                ip_addresses: Vec::new(),
+                usage: Usage::Server,
+                lifetime: Duration::from_secs(3600),
+            };
+            let pair = ca::sign(&issuer, &request, chrono::Utc::now()).expect("sign");
+            vec![
+                ("tls.crt".into(), pair.cert_pem),
+                ("tls.key".into(), pair.key_pem.0),
+                ("ca.crt".into(), issuer.cert_pem.clone()),
+            ]
+        }),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cert_manager_rotation_gets_new_certificates_from_the_issuer() {
+    log_buffer();
+    let env = Env::new(kubelet()).await;
+    testkit::cert_manager::install_crds(&env.server);
+    let issuers: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        env.client.clone(),
+        NS,
+        &testkit::cert_manager::api_resource("Issuer"),
+    );
+    let mut issuer =
+        kube::api::DynamicObject::new("pgpool-ca", &testkit::cert_manager::api_resource("Issuer"));
+    issuer.data = json!({"spec": {"ca": {"secretName": "pgpool-ca"}}});
+    issuers
+        .create(&PostParams::default(), &issuer)
+        .await
+        .expect("create Issuer");
+    let cm = cert_manager(&env);
+    let issuer_ref = json!({"issuerRef": {"apiGroup": "cert-manager.io", "kind": "Issuer", "name": "pgpool-ca"}});
+    ready_pgpool(&env, "pp", Some(issuer_ref)).await;
+    let issued = cm.issued();
+    assert!(issued >= 2, "cert-manager issued the Secrets: {issued}");
+    let old_cert = text(&env, "pp-server-cert", "tls.crt").await.expect("cert");
+    let (old_hash, _) = tls_hashes(&env, "pp").await;
+    let before = common::uids(&env.pods_of("pp").await);
+    let ops = OpsManager::start(&env.server).await;
+    env.create_request(
+        "rotate",
+        reconfigure_tls("pp", json!({"rotateCertificates": true})),
+    )
+    .await;
+    let req = env.wait_final("rotate", LIMIT).await;
+    successful(&req);
+    assert!(cm.issued() >= issued + 2, "issued again: {}", cm.issued());
+    let new_cert = text(&env, "pp-server-cert", "tls.crt").await.expect("cert");
+    assert_ne!(old_cert, new_cert, "the server certificate changed");
+    assert_eq!(
+        text(&env, "pp-ca", "tls.crt").await,
+        None,
+        "no built-in CA with an issuer"
+    );
+    settled(&env, "pp").await;
+    let (template, pods) = tls_hashes(&env, "pp").await;
+    assert!(template.is_some() && template != old_hash, "{template:?}");
+    assert!(pods.iter().all(|(_, h)| *h == template), "{pods:?}");
+    let after = common::uids(&env.pods_of("pp").await);
+    for (pod, uid) in &before {
+        assert_ne!(after.get(pod), Some(uid), "pod {pod} was restarted");
+    }
     ops.stop().await;
 }

@@ -1215,19 +1215,12 @@ async fn monitoring_adds_the_exporter_and_stats_service_and_a_service_monitor_wh
 
 fn service_monitor_crd()
 -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
-    serde_json::from_value(json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
-        "spec": {
-            "group": "monitoring.coreos.com",
-            "scope": "Namespaced",
-            "names": {"plural": "servicemonitors", "singular": "servicemonitor", "kind": "ServiceMonitor", "listKind": "ServiceMonitorList"},
-            "versions": [{"name": "v1", "served": true, "storage": true,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]
-        }
-    }))
-    .unwrap()
+    testkit::fixtures::schemaless_crd(
+        "monitoring.coreos.com",
+        "ServiceMonitor",
+        "servicemonitors",
+        "Namespaced",
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

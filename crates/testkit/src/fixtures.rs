@@ -176,3 +176,36 @@ where
 {
     owner.controller_owner_ref(&())
 }
+
+/// A CustomResourceDefinition of `group`/v1 `kind` (`plural`, `scope`: `Namespaced` or
+/// `Cluster`) that keeps any field: for the CRDs of other projects a test needs to exist
+/// (cert-manager, the Prometheus operator).
+pub fn schemaless_crd(
+    group: &str,
+    kind: &str,
+    plural: &str,
+    scope: &str,
+) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    let crd = serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.{group}")},
+        "spec": {
+            "group": group,
+            "scope": scope,
+            "names": {
+                "plural": plural,
+                "singular": kind.to_lowercase(),
+                "kind": kind,
+                "listKind": format!("{kind}List"),
+            },
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {
+                    "type": "object", "x-kubernetes-preserve-unknown-fields": true
+                }},
+            }],
+        },
+    });
+    serde_json::from_value(crd).unwrap_or_default()
+}

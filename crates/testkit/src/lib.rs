@@ -99,6 +99,7 @@
 //! with a kubelet for local demos.
 
 mod apply;
+pub mod cert_manager;
 mod error;
 mod faults;
 pub mod fixtures;

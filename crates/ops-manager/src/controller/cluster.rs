@@ -95,7 +95,7 @@ impl Run<'_> {
                     NewCondition {
                         type_: conditions::pgpool::PAUSED,
                         status: conditions::UNKNOWN,
-                        reason: "PauseRequested",
+                        reason: conditions::pgpool::REASON_PAUSE_REQUESTED,
                         message: format!("paused for PgpoolOpsRequest {request}"),
                         observed_generation: pp.metadata.generation,
                     },
@@ -109,6 +109,44 @@ impl Run<'_> {
             format!("Pgpool {} status", self.pgpool)
         }))?;
         Ok(state.unwrap_or(PauseState::Gone))
+    }
+
+    /// Ask the provisioner, which holds the pause for this request, to render the children
+    /// once from generation `generation` of the Pgpool (`Paused=Unknown`, reason
+    /// `RenderRequested`). False when the Pgpool is gone or not paused.
+    pub(super) async fn ask_render(&self, generation: i64) -> Result<bool> {
+        let request = &self.name;
+        let asked = modify(
+            &self.pgpools(),
+            &self.pgpool,
+            Target::Status,
+            |pp: &mut Pgpool| {
+                let st = pp.status.get_or_insert_with(Default::default);
+                if conditions::get(&st.conditions, conditions::pgpool::PAUSED).is_none() {
+                    return Change::Keep(false);
+                }
+                conditions::set(
+                    &mut st.conditions,
+                    NewCondition {
+                        type_: conditions::pgpool::PAUSED,
+                        status: conditions::UNKNOWN,
+                        reason: conditions::pgpool::REASON_RENDER_REQUESTED,
+                        message: format!(
+                            "paused for PgpoolOpsRequest {request}, which asks for a render of \
+                             generation {generation}"
+                        ),
+                        observed_generation: Some(generation),
+                    },
+                    Utc::now(),
+                );
+                Change::Write(true)
+            },
+        )
+        .await
+        .map_err(ReconcileError::from_modify(|| {
+            format!("Pgpool {} status", self.pgpool)
+        }))?;
+        Ok(asked.unwrap_or(false))
     }
 
     /// Remove `Paused` from the Pgpool's status (if the Pgpool and the condition exist).

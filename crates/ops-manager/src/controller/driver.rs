@@ -96,6 +96,7 @@ impl Run<'_> {
                 Step::UpdatePetSetConfig => self.step_update_petset_config().await?,
                 Step::UpdateTls => self.step_update_tls().await?,
                 Step::SyncCertificates => self.step_sync_certificates().await?,
+                Step::UpdatePetSetTls => self.step_update_petset_tls().await?,
                 Step::Done => {
                     // A final condition exists but the phase was not written: finish again.
                     let (phase, reason, message) = self.final_from_conditions();

@@ -12,6 +12,10 @@
 //! [`retry`] holds the error and eviction backoffs (`operator_kit::backoff`). The scaling
 //! types add [`horizontal_scale`], [`update_replicas`], [`update_petset_resources`],
 //! [`update_resources`] and [`rollback_scaling`], with their writes in [`cluster_scaling`].
+//! Reconfigure and RotateAuth add [`update_configuration`], [`update_credential`],
+//! [`update_petset_config`] and [`rollback_config`] ([`config_objects`], [`config_checks`]);
+//! ReconfigureTLS adds [`update_tls`], [`sync_certificates`], [`update_petset_tls`] and
+//! [`rollback_tls`].
 
 mod cluster;
 mod cluster_scaling;
@@ -38,6 +42,7 @@ mod update_credential;
 mod update_database;
 mod update_petset_config;
 mod update_petset_resources;
+mod update_petset_tls;
 mod update_petsets;
 mod update_replicas;
 mod update_resources;

@@ -51,7 +51,7 @@ impl Run<'_> {
             }
         }
         if self.t == OpsRequestType::ReconfigureTls && paused {
-            match self.rollback_tls().await? {
+            match self.rollback_tls(&rb).await? {
                 RollbackState::Wait(d) => return Ok(Flow::Wait(d)),
                 RollbackState::Finished(note) => {
                     message = format!("{message}; {note}");

@@ -1,11 +1,8 @@
-//! Step CertificateSynced (ReconfigureTLS): lift the pause so that the provisioner issues the
-//! certificates (its built-in CA, or cert-manager through its `Certificate`s) and writes the
-//! PetSet's template for the new TLS settings, then wait until it has: the Pgpool's status
-//! observed the changed spec, every certificate Secret exists, and the template's TLS hash
-//! says TLS (or no TLS) and, when Secrets were removed, differs from the one before.
-//!
-//! Pods are restarted by the next step, RestartPods, one at a time. The request stays
-//! Progressing, so no other request of the Pgpool starts meanwhile.
+//! Step CertificateSynced (ReconfigureTLS): while the Pgpool stays paused, wait for the
+//! certificates of the new TLS settings. The provisioner renders the Secrets of a paused
+//! Pgpool (the built-in CA issues the missing certificates, cert-manager gets its
+//! `Certificate`s) and then stamps the config Secret with the generation it rendered; every
+//! certificate Secret must exist (cert-manager issues them in its own time).
 
 use pgpool_api::conditions::{self, ops};
 
@@ -20,8 +17,7 @@ impl Run<'_> {
         let step = ops::CERTIFICATE_SYNCED;
         if self.cond(step).is_none() {
             let msg = format!(
-                "waiting for the provisioner to write the certificates and the PetSet of \
-                 Pgpool {}",
+                "waiting for the certificates of Pgpool {} (issued while it stays paused)",
                 self.pgpool
             );
             self.record(
@@ -33,16 +29,14 @@ impl Run<'_> {
             )
             .await?;
         }
-        self.resume_pgpool().await?;
         let Some(pp) = self.fetch_pgpool().await? else {
             return self.fail_pgpool_gone().await;
         };
         let generation = pp.metadata.generation.unwrap_or_default();
-        let observed = pp
-            .status
-            .as_ref()
-            .and_then(|s| s.observed_generation)
-            .is_some_and(|g| g >= generation);
+        let rendered = self
+            .config_secret()
+            .await?
+            .is_some_and(|s| plan::rendered_since(&s, generation));
         let mut missing = Vec::new();
         if let Some(tls) = &pp.spec.tls {
             for name in plan::cert_secrets(&self.pgpool, tls) {
@@ -51,29 +45,18 @@ impl Run<'_> {
                 }
             }
         }
-        let previous = self.previous().unwrap_or_default();
-        let rotated = previous["rotate"].as_array().is_some_and(|a| !a.is_empty());
-        let old_hash = previous["tlsHash"].as_str().map(String::from);
-        let hash = self.petset_tls_hash().await?;
-        let template_ok = match (&pp.spec.tls, &hash) {
-            (None, None) => true,
-            (Some(_), Some(h)) => !rotated || old_hash.as_deref() != Some(h.as_str()),
-            _ => false,
-        };
-        if observed && missing.is_empty() && template_ok {
-            let msg = format!(
-                "the provisioner wrote the certificates and the PetSet of Pgpool {}",
-                self.pgpool
-            );
+        if rendered && missing.is_empty() {
+            let msg = match pp.spec.tls {
+                Some(_) => format!("the certificates of Pgpool {} are issued", self.pgpool),
+                None => format!("Pgpool {} needs no certificates", self.pgpool),
+            };
             self.complete_named(step, &msg);
             return Ok(Flow::Next);
         }
-        let why = if !missing.is_empty() {
-            format!("certificate Secrets {} were not issued", missing.join(", "))
-        } else if !observed {
-            "the Pgpool's status did not observe the new spec".to_string()
+        let why = if missing.is_empty() {
+            format!("the provisioner did not render generation {generation} of the Pgpool")
         } else {
-            "the PetSet's template does not carry the new certificates".to_string()
+            format!("certificate Secrets {} were not issued", missing.join(", "))
         };
         let msg = format!(
             "Pgpool {}: {why} within {}: check the Pgpool's status (TLS problems, for example \
@@ -83,7 +66,7 @@ impl Run<'_> {
         );
         match self.time_left(step) {
             Some(left) => Ok(self.wait(left.min(RENDER_POLL))),
-            None => self.fail_step("CertificatesNotSynced", msg).await,
+            None => self.fail_step("CertificatesNotIssued", msg).await,
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Step IssueCertificatesSucceeded (ReconfigureTLS): while the Pgpool is paused, record its TLS
 //! settings, change `spec.tls`, `spec.sslMode` and `spec.clientAuthMode`, and remove the
 //! certificate Secrets that must be issued again (rotation, a new issuer or new certificate
-//! settings). The provisioner writes no TLS Secret while paused, so a restart of this step
-//! deletes nothing new.
+//! settings). The provisioner issues certificates while paused (see CertificateSynced): a
+//! restart of this step after the deletion removes them once more, and they are issued again.
 
 use kube::api::DeleteParams;
 use operator_kit::api::is_not_found;
@@ -13,10 +13,6 @@ use serde_json::json;
 use super::error::Result;
 use super::run::{Flow, Run};
 use crate::plan::{self, TlsCheck};
-
-/// Annotation of the PetSet's pod template with the hash of the certificates the pods use
-/// (written by the provisioner).
-pub(super) const ANNOTATION_TLS_HASH: &str = "pgpool.kubedb.com/tls-hash";
 
 impl Run<'_> {
     /// Step IssueCertificatesSucceeded.
@@ -91,7 +87,7 @@ impl Run<'_> {
                     .template
                     .metadata?
                     .annotations?
-                    .remove(ANNOTATION_TLS_HASH)
+                    .remove(plan::ANNOTATION_TLS_HASH)
             }))
     }
 }

@@ -10,6 +10,7 @@ mod eviction;
 mod images;
 mod pods;
 mod queue;
+mod render;
 mod scaling;
 mod steps;
 mod tls;
@@ -37,7 +38,12 @@ pub use validation::{
     ValidationInput, Verdict, not_ready_message, pgpool_ready, target_version, validate,
 };
 
-pub use tls::{TlsChange, TlsCheck, cert_secrets, plan_tls};
+pub use tls::{TlsChange, TlsCheck, cert_secrets, plan_tls, tls_template_ok};
+
+pub use render::{
+    ANNOTATION_TLS_HASH, RenderState, next_to_move, pod_runs_template, render_state,
+    template_hashes,
+};
 
 #[cfg(test)]
 mod fixtures;

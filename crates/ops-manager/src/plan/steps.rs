@@ -44,9 +44,11 @@ pub enum Step {
     /// ReconfigureTLS: change the Pgpool's TLS settings (and remove the certificate Secrets
     /// to be issued again) while paused.
     UpdateTls,
-    /// ReconfigureTLS: lift the pause and wait for the provisioner to write the certificates
-    /// and the PetSet of the new TLS settings.
+    /// ReconfigureTLS: wait, paused, for the certificates of the new TLS settings.
     SyncCertificates,
+    /// ReconfigureTLS: ask the provisioner (still paused) to render the PetSet once for the
+    /// new TLS settings.
+    UpdatePetSetTls,
 }
 
 /// The first condition type of a request of this type.
@@ -87,6 +89,8 @@ pub fn next_step(t: OpsRequestType, conds: &[Condition]) -> Step {
         Step::UpdateTls
     } else if t == OpsRequestType::ReconfigureTls && !is_true(conds, ops::CERTIFICATE_SYNCED) {
         Step::SyncCertificates
+    } else if t == OpsRequestType::ReconfigureTls && !is_true(conds, ops::UPDATE_PETSETS) {
+        Step::UpdatePetSetTls
     } else if config && !is_true(conds, ops::UPDATE_PETSETS) {
         Step::UpdatePetSetConfig
     } else if update && !is_true(conds, ops::UPDATE_PETSETS) {

@@ -106,6 +106,10 @@ fn reconfigure_tls_changes_the_spec_syncs_certificates_and_restarts() {
     cond(&mut conds, ops::UPDATE_TLS, "True", String::new());
     assert_eq!(next_step(t, &conds), Step::SyncCertificates);
     cond(&mut conds, ops::CERTIFICATE_SYNCED, "True", String::new());
+    assert_eq!(next_step(t, &conds), Step::UpdatePetSetTls);
+    cond(&mut conds, ops::UPDATE_PETSETS, "Unknown", String::new());
+    assert_eq!(next_step(t, &conds), Step::UpdatePetSetTls);
+    cond(&mut conds, ops::UPDATE_PETSETS, "True", String::new());
     assert_eq!(next_step(t, &conds), Step::RestartPods);
     cond(&mut conds, ops::RESTART_PODS, "True", String::new());
     assert_eq!(next_step(t, &conds), Step::Resume);

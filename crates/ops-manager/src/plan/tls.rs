@@ -46,6 +46,22 @@ pub fn cert_secrets(pp_name: &str, tls: &TlsConfig) -> Vec<String> {
         .collect()
 }
 
+/// True when the PetSet's template, whose certificate hash is `hash`, serves the TLS settings
+/// of the spec: a hash when the spec has TLS (a different one from `old` when the request
+/// replaced certificates: `rotated`), none without.
+pub fn tls_template_ok(
+    spec_tls: bool,
+    rotated: bool,
+    old: Option<&str>,
+    hash: Option<&str>,
+) -> bool {
+    match (spec_tls, hash) {
+        (false, None) => true,
+        (true, Some(h)) => !rotated || old != Some(h),
+        _ => false,
+    }
+}
+
 fn spec_patch(
     tls: Option<&TlsConfig>,
     ssl: Option<SslMode>,

@@ -123,3 +123,24 @@ fn requests_that_change_nothing_or_cannot_work_are_refused_with_the_fix() {
         TlsCheck::Fail("TLSSpecMissing", _)
     ));
 }
+
+#[test]
+fn the_template_serves_the_new_settings_only_with_the_right_hash() {
+    use super::tls_template_ok as ok;
+    assert!(ok(false, false, None, None), "no TLS, no hash");
+    assert!(
+        !ok(false, false, Some("a"), Some("a")),
+        "removed, still mounted"
+    );
+    assert!(!ok(true, false, None, None), "added, not mounted yet");
+    assert!(ok(true, false, None, Some("a")), "added");
+    assert!(
+        ok(true, false, Some("a"), Some("a")),
+        "settings changed, same certificates"
+    );
+    assert!(
+        !ok(true, true, Some("a"), Some("a")),
+        "rotated, old certificates"
+    );
+    assert!(ok(true, true, Some("a"), Some("b")), "rotated");
+}

@@ -1,7 +1,9 @@
 //! One reconcile of a Pgpool, top to bottom: the finalizer, the pause handshake and
 //! `spec.halted` first ([`super::cleanup`]); then, unless nothing changed since the last full
 //! reconcile ([`super::fast_path`]), dereference -> validate -> build -> apply; and the status
-//! last.
+//! last. A paused Pgpool gets its Secrets rendered only ([`super::paused`]), except when the
+//! ops request asks for a render (`Paused=Unknown`, reason `RenderRequested`): then one
+//! reconcile as above, without the certificate rollout, whose status write acknowledges it.
 
 use std::sync::Arc;
 
@@ -26,7 +28,7 @@ use super::fast_path::{FastPath, observed_fingerprints};
 use super::index::fingerprint_of;
 use super::memo::MemoOutcome;
 use super::paused;
-use super::status::{Outcome, is_paused, observe};
+use super::status::{Outcome, is_paused, observe, render_requested};
 use super::tls::apply::apply as tls_apply;
 use super::tls::rollout;
 use super::validate::{RandomGenerator, validate};
@@ -95,6 +97,8 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
         ctx.caches.synced.wait().await;
     }
     let paused = is_paused(pgpool.status.as_ref());
+    // an ops request holding the pause asks for one render of everything (the PetSet too)
+    let render = render_requested(pgpool.status.as_ref());
 
     if pgpool.meta().deletion_timestamp.is_some() {
         ctx.caches.memos.forget(&key);
@@ -109,12 +113,13 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
         }
         return Ok(Action::await_change());
     }
-    if paused {
+    let has_finalizer = finalizers::has(pgpool, names::FINALIZER);
+    if paused && !(render && has_finalizer && !pgpool.spec.is_halted()) {
         paused::render_secrets(ctx, pgpool).await?;
         report_paused(ctx, &api, pgpool).await?;
         return Ok(Action::await_change());
     }
-    if !finalizers::has(pgpool, names::FINALIZER) {
+    if !has_finalizer {
         cleanup::add_finalizer(&api, pgpool).await?;
         // the patch changed the Pgpool: its event brings the next reconcile
         return Ok(Action::await_change());
@@ -138,7 +143,9 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
         && let Some(outcome) = fast.unchanged(ctx, pgpool).await?
     {
         report(ctx, &api, pgpool, outcome).await?;
-        rollout::roll(ctx, pgpool, &key).await?;
+        if !paused {
+            rollout::roll(ctx, pgpool, &key).await?;
+        }
         return Ok(renewals.action(&key, Utc::now()));
     }
 
@@ -187,7 +194,10 @@ async fn reconcile_inner(pgpool: &Pgpool, ctx: &Context) -> Result<Action, Recon
     };
     report(ctx, &api, pgpool, &outcome).await?;
     pass.remember(ctx, outcome, &after, observed.service_monitor_api.is_some());
-    rollout::roll(ctx, pgpool, &key).await?;
+    // the pods of a paused Pgpool are the ops request's
+    if !paused {
+        rollout::roll(ctx, pgpool, &key).await?;
+    }
     Ok(renewals.action(&key, Utc::now()))
 }
 

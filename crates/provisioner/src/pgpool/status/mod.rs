@@ -122,6 +122,65 @@ pub struct EventNote {
     pub message: String,
 }
 
+/// True when `Paused` asks for one render of the children before holding still again
+/// ([`types::REASON_RENDER_REQUESTED`]).
+pub fn render_requested(status: Option<&PgpoolStatus>) -> bool {
+    status
+        .and_then(|s| conditions::get(&s.conditions, types::PAUSED))
+        .is_some_and(|c| c.status == UNKNOWN && c.reason == types::REASON_RENDER_REQUESTED)
+}
+
+/// The reason, message and event of `Paused=True` acknowledging `asked` (the Unknown
+/// condition) after a reconcile that came to `outcome`: a plain pause, or a render asked for.
+fn acknowledgement(asked: &Condition, outcome: &Outcome<'_>) -> (&'static str, String, EventNote) {
+    let note = |reason: &'static str, warning: bool, message: String| {
+        let event = EventNote {
+            warning,
+            reason: reason.into(),
+            message: message.clone(),
+        };
+        (reason, message, event)
+    };
+    if asked.reason != types::REASON_RENDER_REQUESTED {
+        let event = EventNote {
+            warning: false,
+            reason: REASON_PAUSE_ACKNOWLEDGED.into(),
+            message: format!(
+                "paused: no changes to the children until resumed ({})",
+                asked.message
+            ),
+        };
+        return (REASON_PAUSE_ACKNOWLEDGED, asked.message.clone(), event);
+    }
+    match outcome {
+        Outcome::Running { .. } => note(
+            types::REASON_RENDERED,
+            false,
+            format!(
+                "rendered the children from the spec, the PetSet's template included (pods \
+                 unchanged), and paused again ({})",
+                asked.message
+            ),
+        ),
+        Outcome::Problem(problem, _) => note(
+            types::REASON_RENDER_FAILED,
+            true,
+            format!(
+                "could not render the children: {} ({})",
+                problem.message, asked.message
+            ),
+        ),
+        Outcome::Halted | Outcome::Paused(_) => note(
+            types::REASON_RENDER_FAILED,
+            true,
+            format!(
+                "rendered nothing: the Pgpool is halted or being deleted ({})",
+                asked.message
+            ),
+        ),
+    }
+}
+
 /// True when `Paused` asks the provisioner to hold still (Unknown: asked; True: acknowledged).
 pub fn is_paused(status: Option<&PgpoolStatus>) -> bool {
     status.is_some_and(|s| {
@@ -242,25 +301,19 @@ pub fn next_status(
     if let Some(paused) = conditions::get(cs, types::PAUSED).cloned()
         && paused.status == UNKNOWN
     {
+        let (reason, message, event) = acknowledgement(&paused, outcome);
         conditions::set(
             cs,
             NewCondition {
                 type_: types::PAUSED,
                 status: TRUE,
-                reason: REASON_PAUSE_ACKNOWLEDGED,
-                message: paused.message.clone(),
+                reason,
+                message,
                 observed_generation: paused.observed_generation,
             },
             now,
         );
-        events.push(EventNote {
-            warning: false,
-            reason: REASON_PAUSE_ACKNOWLEDGED.into(),
-            message: format!(
-                "paused: no changes to the children until resumed ({})",
-                paused.message
-            ),
-        });
+        events.push(event);
     }
 
     let started = conditions::is_true(cs, types::PROVISIONING_STARTED);
