@@ -28,4 +28,5 @@ pub mod psql;
 pub mod scenario;
 pub mod scenario_request;
 pub mod scenario_update;
+pub mod served_cert;
 pub mod wait;

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::PostParams;
 use pgpool_api::conditions::{self, ops};
 use pgpool_api::ops::UpdateVersionSpec;
-use pgpool_api::{OpsRequestPhase, Pgpool, PgpoolOpsRequest, PgpoolPhase, PgpoolVersion, names};
+use pgpool_api::{Pgpool, PgpoolOpsRequest, PgpoolPhase, PgpoolVersion, names};
 
 use crate::cluster::{self, Cluster};
-use crate::load::{LoadClient, UpdateOutcome, pod_restarts};
+use crate::load::{LoadClient, UpdateOutcome};
+use crate::scenario_request::{create_and_wait, outcome};
 use crate::wait;
 
 /// Waits until Pgpool `pgpool` is Ready on catalog entry `version` (spec, phase, `Ready`
@@ -149,42 +149,21 @@ pub async fn update_version(
 
     load.start_window(step.target);
     let begin = Instant::now();
-    let done = async {
-        requests
-            .create(&PostParams::default(), &request)
-            .await
-            .with_context(|| format!("creating PgpoolOpsRequest {name}"))?;
-        wait::for_object(
-            &requests,
-            name,
-            &format!("PgpoolOpsRequest {name} ended"),
-            step.wait,
-            |r: &PgpoolOpsRequest| {
-                r.status
-                    .as_ref()
-                    .and_then(|s| s.phase)
-                    .is_some_and(OpsRequestPhase::is_final)
-            },
-        )
-        .await
-    }
-    .await;
+    let done = create_and_wait(&requests, &request, step.wait).await;
     let wall = begin.elapsed();
     let stats = load.stop_window().await.unwrap_or_default();
     let done = done?;
-    let conds = done
+    if let Some(failed) = done
         .status
         .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or(&[]);
-    if let Some(failed) = conditions::get(conds, ops::FAILED) {
+        .and_then(|s| conditions::get(&s.conditions, ops::FAILED))
+    {
         println!("    {name} Failed: {}", failed.message);
     }
-    Ok(UpdateOutcome {
-        name: format!("{name} ({})", step.target),
-        phase: done.status.as_ref().and_then(|s| s.phase),
+    Ok(outcome(
+        format!("{name} ({})", step.target),
+        &done,
         wall,
-        restarts: pod_restarts(conds),
-        load: stats,
-    })
+        stats,
+    ))
 }

@@ -11,7 +11,8 @@
 //!    4.6.1 -> 4.7.3, judged like the other updates (no failed short query,
 //!    `E2E_MAX_POD_RESTART_SECONDS`); plain text is refused again on the new pods;
 //! 4. then a ReconfigureTLS `rotateCertificates: true` under the same load: Successful, judged
-//!    the same way, a new server certificate, verify-full with the (kept) CA still works;
+//!    the same way; the server certificate in the Secret is new and every connection through
+//!    the Service is served it (read from the TLS handshake), verify-full with the kept CA;
 //! 5. the operators' output (`E2E_OPERATOR_LOGS`, colon-separated files; the script passes
 //!    both operators' logs) holds no `PRIVATE KEY`, none of the three Secrets' `tls.key` and
 //!    none of the keys the rotation replaced.
@@ -29,6 +30,7 @@ use e2e::scenario::{
 };
 use e2e::scenario_request::run_request;
 use e2e::scenario_update::{UpdateStep, update_version, wait_ready_on};
+use e2e::served_cert::{first_certificate, served_certificate};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::PostParams;
@@ -174,7 +176,12 @@ async fn run(cluster: &Cluster, started: Instant) -> anyhow::Result<()> {
                 pem: secret_key(cluster, &s, "tls.key").await?,
             });
         }
-        let rotated = rotate_certificates(cluster, &load).await;
+        let endpoint = Endpoint {
+            addr: std::net::SocketAddr::new(host.parse()?, port),
+            ca: ca.clone(),
+            server_name: server_name.clone(),
+        };
+        let rotated = rotate_certificates(cluster, &load, &endpoint).await;
         if let Ok(o) = &rotated {
             println!("{o}");
             outcomes.push(o.clone());
@@ -210,9 +217,15 @@ async fn run(cluster: &Cluster, started: Instant) -> anyhow::Result<()> {
 async fn rotate_certificates(
     cluster: &Cluster,
     load: &LoadClient,
+    endpoint: &Endpoint,
 ) -> anyhow::Result<UpdateOutcome> {
     let server = format!("{PGPOOL}-server-cert");
     let before = secret_key(cluster, &server, "tls.crt").await?;
+    let served_before = endpoint.served().await?;
+    ensure!(
+        served_before == first_certificate(&before)?,
+        "the pods serve another certificate than Secret {server} holds"
+    );
     let request: PgpoolOpsRequest = serde_json::from_value(serde_json::json!({
         "apiVersion": "ops.kubedb.com/v1alpha1",
         "kind": "PgpoolOpsRequest",
@@ -230,9 +243,37 @@ async fn rotate_certificates(
             after != before,
             "Secret {server} holds the same certificate"
         );
+        // through the Service, whichever pod answers
+        for _ in 0..REPLICAS * 2 {
+            let served = endpoint.served().await?;
+            ensure!(
+                served == first_certificate(&after)?,
+                "a pod still serves the certificate from before the rotation"
+            );
+        }
+        println!("    the pods serve the new certificate (verify-full with the kept CA)");
         Ok(())
     })
     .await
+}
+
+/// Where the Pgpool serves TLS, and how a client verifies it.
+struct Endpoint {
+    /// The Service's ClusterIP and port.
+    addr: std::net::SocketAddr,
+    /// PEM of the CA the client trusts.
+    ca: Vec<u8>,
+    /// The name the certificate must carry.
+    server_name: String,
+}
+
+impl Endpoint {
+    /// The DER of the certificate a new connection is served (verified as verify-full).
+    async fn served(&self) -> anyhow::Result<Vec<u8>> {
+        let (addr, ca, name) = (self.addr, self.ca.clone(), self.server_name.clone());
+        tokio::task::spawn_blocking(move || served_certificate(addr, &ca, &name, CONNECT_TIMEOUT))
+            .await?
+    }
 }
 
 /// Plain text refused, a TLS client expecting another name refuses the server, TLS verifying

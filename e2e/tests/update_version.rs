@@ -27,6 +27,7 @@ use e2e::kubelet::SimulatedKubelet;
 use e2e::metrics::{self, Endpoint};
 use e2e::psql::{self, QueryLoop, Target};
 use e2e::scenario::delete_if_exists;
+use e2e::scenario_request::create_and_wait;
 use e2e::wait;
 use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
 use k8s_openapi::api::core::v1::{Container, Pod};
@@ -399,23 +400,7 @@ impl Scenario {
     ) -> anyhow::Result<PgpoolOpsRequest> {
         let requests: Api<PgpoolOpsRequest> = self.api();
         let name = request.metadata.name.clone().unwrap_or_default();
-        requests
-            .create(&PostParams::default(), request)
-            .await
-            .with_context(|| format!("creating PgpoolOpsRequest {name}"))?;
-        let done = wait::for_object(
-            &requests,
-            &name,
-            &format!("PgpoolOpsRequest {name} ended"),
-            timeout,
-            |r: &PgpoolOpsRequest| {
-                r.status
-                    .as_ref()
-                    .and_then(|s| s.phase)
-                    .is_some_and(OpsRequestPhase::is_final)
-            },
-        )
-        .await?;
+        let done = create_and_wait(&requests, request, timeout).await?;
         self.note(&format!(
             "{name}: {:?}; conditions: {}",
             done.status.as_ref().and_then(|s| s.phase),

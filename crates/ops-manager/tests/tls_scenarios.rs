@@ -236,25 +236,30 @@ async fn adding_tls_issues_certificates_and_turns_ssl_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_ops_manager_finishes_a_rotation() {
+    // killed once the spec changed, and again once the render was asked for
     log_buffer();
     let env = Env::new(kubelet()).await;
     ready_pgpool(&env, "pp", Some(json!({}))).await;
     let old_cert = text(&env, "pp-server-cert", "tls.crt").await.expect("cert");
-    let ops = OpsManager::start(&env.server).await;
+    let mark = env.server.requests().mark();
+    let mut ops = OpsManager::start(&env.server).await;
     env.create_request(
         "rotate",
         reconfigure_tls("pp", json!({"rotateCertificates": true})),
     )
     .await;
-    env.wait_request("rotate", LIMIT, "certificates changed", |r| {
-        conditions::is_true(
-            &r.status.clone().unwrap_or_default().conditions,
-            ops::UPDATE_TLS,
-        )
-    })
-    .await;
-    ops.kill().await;
-    let ops = OpsManager::start(&env.server).await;
+    for (step, done) in [(ops::UPDATE_TLS, true), (ops::UPDATE_PETSETS, false)] {
+        env.wait_request("rotate", LIMIT, step, move |r| {
+            let st = r.status.clone().unwrap_or_default();
+            match done {
+                true => conditions::is_true(&st.conditions, step),
+                false => conditions::get(&st.conditions, step).is_some(),
+            }
+        })
+        .await;
+        ops.kill().await;
+        ops = OpsManager::start(&env.server).await;
+    }
     let req = env.wait_final("rotate", LIMIT).await;
     successful(&req);
     assert_ne!(
@@ -262,6 +267,9 @@ async fn a_restarted_ops_manager_finishes_a_rotation() {
         old_cert
     );
     settled(&env, "pp").await;
+    let evictions = env.evictions_since(&mark);
+    assert_eq!(evictions.len(), 2, "{evictions:?}");
+    assert!(evictions.values().all(|n| *n == 1), "{evictions:?}");
     assert_no_private_key(&env, &keys(&env, "pp").await).await;
     ops.stop().await;
 }

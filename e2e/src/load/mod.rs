@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use report::{UpdateOutcome, judge, pod_restarts, read_catalog};
 pub use stats::{KEPT_ERRORS, Recorder, Ticket, WindowStats, quantile};
-pub use tls::LoadTls;
+pub use tls::{LoadTls, client_config};
 
 /// `application_name` of the short connections.
 pub const SHORT_APPLICATION_NAME: &str = "e2e-load-short";

@@ -20,6 +20,23 @@ pub struct LoadTls {
     connector: MakeRustlsConnect,
 }
 
+/// A rustls client configuration (ring) that trusts the PEM certificates in `ca_pem` only.
+pub fn client_config(ca_pem: &[u8]) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots
+            .add(cert.context("reading a CA certificate")?)
+            .context("adding a CA certificate")?;
+    }
+    ensure!(!roots.is_empty(), "no CA certificate in the PEM");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 impl std::fmt::Debug for LoadTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadTls")
@@ -32,19 +49,7 @@ impl LoadTls {
     /// Trusts the PEM certificates in `ca_pem` (the `tls.crt` of the `<name>-ca` Secret, or a
     /// `ca.crt`) and nothing else; the server's certificate must name `server_name`.
     pub fn verify_full(ca_pem: &[u8], server_name: &str) -> anyhow::Result<LoadTls> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(ca_pem) {
-            roots
-                .add(cert.context("reading a CA certificate")?)
-                .context("adding a CA certificate")?;
-        }
-        ensure!(!roots.is_empty(), "no CA certificate in the PEM");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .context("TLS protocol versions")?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config = client_config(ca_pem)?;
         Ok(LoadTls {
             server_name: server_name.to_string(),
             connector: MakeRustlsConnect::new(config),
