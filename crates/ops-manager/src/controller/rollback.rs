@@ -100,35 +100,30 @@ impl Run<'_> {
                 Ok(window) => window,
                 Err(state) => return Ok(state),
             };
-            let replicas = ps.spec.replicas();
             let pods = self.list_pods().await?;
-            let mut acted = false;
-            for i in 0..replicas {
-                let pod_name = names::pod(&petset, i);
-                let pod = pods.get(&pod_name);
-                match plan::rollback_pod_step(&pod_name, pod, &source) {
-                    RollbackPodStep::Done => continue,
-                    RollbackPodStep::Wait { .. } => {
-                        return Ok(RollbackState::Wait(self.wait_dur(left)));
-                    }
-                    RollbackPodStep::Evict { ready } => {
-                        let uid = pod.and_then(|p| p.metadata.uid.clone()).unwrap_or_default();
-                        let note = format!("to bring it back on {source_name}");
-                        if let Some(d) = self
-                            .evict_for_rollback(&pod_name, &uid, ready, &note, left)
-                            .await?
-                        {
-                            return Ok(RollbackState::Wait(d));
-                        }
-                        acted = true;
-                        break;
-                    }
-                }
-            }
-            if !acted {
+            let names: Vec<String> = (0..ps.spec.replicas())
+                .map(|i| names::pod(&petset, i))
+                .collect();
+            let steps: Vec<RollbackPodStep> = names
+                .iter()
+                .map(|n| plan::rollback_pod_step(n, pods.get(n), &source))
+                .collect();
+            let Some(i) = plan::rollback_pick(&steps) else {
                 return Ok(RollbackState::Finished(format!(
                     "rolled back: PetSet and pods are on version {source_name} again"
                 )));
+            };
+            let RollbackPodStep::Evict { ready } = steps[i] else {
+                return Ok(RollbackState::Wait(self.wait_dur(left)));
+            };
+            let pod = pods.get(&names[i]);
+            let uid = pod.and_then(|p| p.metadata.uid.clone()).unwrap_or_default();
+            let note = format!("to bring it back on {source_name}");
+            if let Some(d) = self
+                .evict_for_rollback(&names[i], &uid, ready, &note, left)
+                .await?
+            {
+                return Ok(RollbackState::Wait(d));
             }
         }
     }

@@ -25,7 +25,7 @@ pub use eviction::{budget_of, eviction_refused_message};
 pub use images::{Images, pod_on_images, set_spec_images, spec_on_images};
 pub use pods::{
     PodStep, RollbackPodStep, evict_message, petset_observed, pod_broken, pod_ready, pod_step,
-    pod_terminating, recorded_uid, rollback_pod_step,
+    pod_terminating, recorded_uid, rollback_pick, rollback_pod_step,
 };
 pub use queue::{QueueDecision, phase_of, queue_decision, queue_order};
 pub use scaling::{

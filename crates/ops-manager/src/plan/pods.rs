@@ -261,6 +261,17 @@ pub fn rollback_pod_step(name: &str, pod: Option<&Pod>, source: &Images) -> Roll
     }
 }
 
+/// Of the pods' rollback steps (in ordinal order), the one to act on: a pod on other images
+/// that is not Ready first (it serves nothing, and a budget counts on the Ready ones: evicting
+/// a Ready pod first would be refused while the broken one holds the only disruption), else
+/// the first that is not done. `None`: all are done.
+pub fn rollback_pick(steps: &[RollbackPodStep]) -> Option<usize> {
+    steps
+        .iter()
+        .position(|s| *s == RollbackPodStep::Evict { ready: false })
+        .or_else(|| steps.iter().position(|s| *s != RollbackPodStep::Done))
+}
+
 #[cfg(test)]
 #[path = "pods_tests.rs"]
 mod tests;

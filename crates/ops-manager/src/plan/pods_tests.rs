@@ -182,3 +182,23 @@ fn petset_observed_compares_observed_generation_with_generation() {
     );
     assert!(petset_observed(&ps(None, Some(1))));
 }
+
+#[test]
+fn a_rollback_moves_a_pod_that_is_not_ready_first() {
+    use RollbackPodStep::*;
+    let wait = || Wait { why: "w".into() };
+    // two pods moved and Ready, the third moved and broken: the broken one first, or the
+    // budget (minAvailable 2 of 3) refuses every eviction
+    let steps = [
+        Evict { ready: true },
+        Evict { ready: true },
+        Evict { ready: false },
+    ];
+    assert_eq!(rollback_pick(&steps), Some(2));
+    assert_eq!(rollback_pick(&[Evict { ready: true }, Done, Done]), Some(0));
+    assert_eq!(
+        rollback_pick(&[Done, wait(), Evict { ready: true }]),
+        Some(1)
+    );
+    assert_eq!(rollback_pick(&[Done, Done]), None);
+}
