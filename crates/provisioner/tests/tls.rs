@@ -142,9 +142,11 @@ async fn built_in_ca_makes_a_verify_full_pgpool_ready() {
         .into_iter()
         .find(|v| v.name == "pgpool-tls")
         .expect("pgpool-tls volume");
-    assert_eq!(
-        volume.secret.unwrap().secret_name.as_deref(),
-        Some("pp-update-server-cert")
+    let sources = volume.projected.unwrap().sources.unwrap();
+    assert!(
+        sources
+            .iter()
+            .all(|s| s.secret.as_ref().unwrap().name == "pp-update-server-cert")
     );
     let init = &pod.init_containers.unwrap()[0];
     let script = &init.command.as_ref().unwrap()[2];
@@ -353,13 +355,13 @@ async fn issuer_ref_gets_certificates_and_is_ready_once_they_are_issued() {
         NS,
         &cm_api("Certificate", "certificates"),
     );
-    wait_until("two Certificates", || async {
+    wait_until("three Certificates", || async {
         certificates
             .list(&ListParams::default())
             .await
             .map(|l| l.items.len())
             .unwrap_or(0)
-            == 2
+            == 3
     })
     .await;
     let server = certificates.get("pp-update-server-cert").await.unwrap();
@@ -387,7 +389,11 @@ async fn issuer_ref_gets_certificates_and_is_ready_once_they_are_issued() {
 
     let issuer = ca::new_ca("cert-manager-ca", Utc::now(), ca::CA_LIFETIME).unwrap();
     let mut keys = Vec::new();
-    for name in ["pp-update-server-cert", "pp-update-client-cert"] {
+    for name in [
+        "pp-update-server-cert",
+        "pp-update-client-cert",
+        "pp-update-metrics-exporter-cert",
+    ] {
         let c = certificates.get(name).await.unwrap();
         keys.push(issue(&env, &issuer, &c).await);
     }
@@ -462,6 +468,7 @@ async fn a_restarted_provisioner_keeps_the_certificates_and_writes_nothing() {
         "pp-update-ca",
         "pp-update-server-cert",
         "pp-update-client-cert",
+        "pp-update-metrics-exporter-cert",
     ];
     let mut before = Vec::new();
     for name in names {
@@ -485,7 +492,7 @@ async fn a_restarted_provisioner_keeps_the_certificates_and_writes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_exporter_talks_tls_with_the_client_certificate() {
+async fn the_exporter_talks_tls_with_its_own_certificate() {
     log_buffer();
     let env = Env::start().await;
     let mut p = tls_pgpool(json!({}), "require");
@@ -534,6 +541,6 @@ async fn the_exporter_talks_tls_with_the_client_certificate() {
         .expect("client certificate volume");
     assert_eq!(
         client_volume.secret.unwrap().secret_name.as_deref(),
-        Some("pp-update-client-cert")
+        Some("pp-update-metrics-exporter-cert")
     );
 }
