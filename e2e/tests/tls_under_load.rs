@@ -267,8 +267,8 @@ async fn secret_key(cluster: &Cluster, name: &str, key: &str) -> anyhow::Result<
         .with_context(|| format!("Secret {name} has no {key}"))
 }
 
-/// Searches the files of [`LOGS_ENV`] for `PRIVATE KEY` and the `tls.key` of the CA, server and
-/// client Secrets; without it, says so and checks nothing.
+/// Searches the files of [`LOGS_ENV`] for `PRIVATE KEY` and the `tls.key` of the CA, server,
+/// client and metrics exporter Secrets; without it, says so and checks nothing.
 async fn check_no_key_in_logs(cluster: &Cluster) -> anyhow::Result<()> {
     let Some(files) = std::env::var(LOGS_ENV)
         .ok()
@@ -278,7 +278,8 @@ async fn check_no_key_in_logs(cluster: &Cluster) -> anyhow::Result<()> {
         return Ok(());
     };
     let mut keys = Vec::new();
-    for secret in ["ca", "server-cert", "client-cert"].map(|s| format!("{PGPOOL}-{s}")) {
+    let certificates = ["ca", "server-cert", "client-cert", "metrics-exporter-cert"];
+    for secret in certificates.map(|s| format!("{PGPOOL}-{s}")) {
         keys.push(KeyMaterial {
             source: format!("Secret {secret} tls.key"),
             pem: secret_key(cluster, &secret, "tls.key").await?,
