@@ -170,7 +170,8 @@ async fn run(cluster: &Cluster, started: Instant) -> anyhow::Result<()> {
             started,
             "ReconfigureTLS rotateCertificates under load over TLS",
         );
-        for s in ["server-cert", "client-cert"].map(|s| format!("{PGPOOL}-{s}")) {
+        let replaced = ["server-cert", "client-cert", "metrics-exporter-cert"];
+        for s in replaced.map(|s| format!("{PGPOOL}-{s}")) {
             old_keys.push(KeyMaterial {
                 source: format!("Secret {s} tls.key before the rotation"),
                 pem: secret_key(cluster, &s, "tls.key").await?,
@@ -375,8 +376,9 @@ async fn secret_key(cluster: &Cluster, name: &str, key: &str) -> anyhow::Result<
         .with_context(|| format!("Secret {name} has no {key}"))
 }
 
-/// Searches the files of [`LOGS_ENV`] for `PRIVATE KEY` and the `tls.key` of the CA, server and
-/// client Secrets; without it, says so and checks nothing.
+/// Searches the files of [`LOGS_ENV`] for `PRIVATE KEY`, the `tls.key` of the CA, server,
+/// client and metrics exporter Secrets and `keys` (those the rotation replaced); without it,
+/// says so and checks nothing.
 async fn check_no_key_in_logs(cluster: &Cluster, mut keys: Vec<KeyMaterial>) -> anyhow::Result<()> {
     let Some(files) = std::env::var(LOGS_ENV)
         .ok()
@@ -385,7 +387,8 @@ async fn check_no_key_in_logs(cluster: &Cluster, mut keys: Vec<KeyMaterial>) -> 
         println!("    {LOGS_ENV} is not set: the operators' output is not searched");
         return Ok(());
     };
-    for secret in ["ca", "server-cert", "client-cert"].map(|s| format!("{PGPOOL}-{s}")) {
+    let certificates = ["ca", "server-cert", "client-cert", "metrics-exporter-cert"];
+    for secret in certificates.map(|s| format!("{PGPOOL}-{s}")) {
         keys.push(KeyMaterial {
             source: format!("Secret {secret} tls.key"),
             pem: secret_key(cluster, &secret, "tls.key").await?,

@@ -308,6 +308,15 @@ impl TlsConfig {
     pub fn certificate(&self, alias: &str) -> Option<&CertificateSpec> {
         self.certificates.iter().find(|c| c.alias == alias)
     }
+
+    /// The Secret of certificate `alias` of Pgpool `pgpool`: the alias's `secretName`, else
+    /// `<pgpool>-<alias>-cert` (KubeDB's naming).
+    pub fn secret_name(&self, pgpool: &str, alias: &str) -> String {
+        self.certificate(alias)
+            .and_then(|c| c.secret_name.clone())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| format!("{pgpool}-{alias}-cert"))
+    }
 }
 
 /// A typed reference to an object in the same namespace (or cluster-scoped).

@@ -9,6 +9,8 @@ pub const ALIAS_SERVER: &str = "server";
 pub const ALIAS_CLIENT: &str = "client";
 /// Certificate alias of the metrics exporter's certificate.
 pub const ALIAS_METRICS_EXPORTER: &str = "metrics-exporter";
+/// The certificates the operator issues for a Pgpool with `spec.tls`, by alias, in order.
+pub const CERT_ALIASES: [&str; 3] = [ALIAS_SERVER, ALIAS_CLIENT, ALIAS_METRICS_EXPORTER];
 
 /// Settings of one certificate, by `alias`: `server`, `client` or `metrics-exporter`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]

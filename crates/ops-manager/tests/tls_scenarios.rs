@@ -150,6 +150,7 @@ async fn keys(env: &Env, name: &str) -> Vec<String> {
         format!("{name}-ca"),
         format!("{name}-server-cert"),
         format!("{name}-client-cert"),
+        format!("{name}-metrics-exporter-cert"),
     ] {
         out.extend(text(env, &s, "tls.key").await);
     }

@@ -12,13 +12,12 @@ use chrono::Utc;
 use common::*;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
 use pgpool_api::conditions::{self, pgpool as types};
 use pgpool_api::{PetSet, Pgpool, PgpoolPhase};
 use pgpool_provisioner::pgpool::tls::ca::{self, LeafRequest, Usage};
 use serde_json::json;
+use testkit::cert_manager;
 
 /// Everything the provisioner logged in this test process.
 fn log_buffer() -> Arc<Mutex<Vec<u8>>> {
@@ -142,9 +141,11 @@ async fn built_in_ca_makes_a_verify_full_pgpool_ready() {
         .into_iter()
         .find(|v| v.name == "pgpool-tls")
         .expect("pgpool-tls volume");
-    assert_eq!(
-        volume.secret.unwrap().secret_name.as_deref(),
-        Some("pp-update-server-cert")
+    let sources = volume.projected.unwrap().sources.unwrap();
+    assert!(
+        sources
+            .iter()
+            .all(|s| s.secret.as_ref().unwrap().name == "pp-update-server-cert")
     );
     let init = &pod.init_containers.unwrap()[0];
     let script = &init.command.as_ref().unwrap()[2];
@@ -244,48 +245,17 @@ async fn built_in_certificates_are_renewed_before_expiry_with_an_event() {
     assert_no_private_key(&env, &keys).await;
 }
 
-fn crd(group: &str, kind: &str, plural: &str, scope: &str) -> CustomResourceDefinition {
-    serde_json::from_value(json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{plural}.{group}")},
-        "spec": {
-            "group": group,
-            "scope": scope,
-            "names": {"plural": plural, "singular": kind.to_lowercase(), "kind": kind, "listKind": format!("{kind}List")},
-            "versions": [{"name": "v1", "served": true, "storage": true,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]
-        }
-    }))
-    .unwrap()
-}
-
-fn cert_manager_crds(env: &Env) {
-    for (kind, plural, scope) in [
-        ("Certificate", "certificates", "Namespaced"),
-        ("Issuer", "issuers", "Namespaced"),
-        ("ClusterIssuer", "clusterissuers", "Cluster"),
-    ] {
-        env.server
-            .register_crd(&crd("cert-manager.io", kind, plural, scope));
-    }
-}
-
-fn cm_api(kind: &str, plural: &str) -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("cert-manager.io", "v1", kind),
-        plural,
-    )
-}
-
 fn issuer_tls() -> serde_json::Value {
     json!({"issuerRef": {"apiGroup": "cert-manager.io", "kind": "Issuer", "name": "pgpool-ca"}})
 }
 
 async fn create_issuer(env: &Env) {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(env.client.clone(), NS, &cm_api("Issuer", "issuers"));
-    let mut issuer = DynamicObject::new("pgpool-ca", &cm_api("Issuer", "issuers"));
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        env.client.clone(),
+        NS,
+        &cert_manager::api_resource("Issuer"),
+    );
+    let mut issuer = DynamicObject::new("pgpool-ca", &cert_manager::api_resource("Issuer"));
     issuer.data = json!({"spec": {"ca": {"secretName": "pgpool-ca"}}});
     api.create(&PostParams::default(), &issuer)
         .await
@@ -344,22 +314,22 @@ async fn issue(env: &Env, issuer: &ca::CertPair, certificate: &DynamicObject) ->
 async fn issuer_ref_gets_certificates_and_is_ready_once_they_are_issued() {
     log_buffer();
     let env = Env::start().await;
-    cert_manager_crds(&env);
+    cert_manager::install_crds(&env.server);
     create_issuer(&env).await;
     env.create(&tls_pgpool(issuer_tls(), "verify-full")).await;
 
     let certificates: Api<DynamicObject> = Api::namespaced_with(
         env.client.clone(),
         NS,
-        &cm_api("Certificate", "certificates"),
+        &cert_manager::api_resource("Certificate"),
     );
-    wait_until("two Certificates", || async {
+    wait_until("three Certificates", || async {
         certificates
             .list(&ListParams::default())
             .await
             .map(|l| l.items.len())
             .unwrap_or(0)
-            == 2
+            == 3
     })
     .await;
     let server = certificates.get("pp-update-server-cert").await.unwrap();
@@ -387,7 +357,11 @@ async fn issuer_ref_gets_certificates_and_is_ready_once_they_are_issued() {
 
     let issuer = ca::new_ca("cert-manager-ca", Utc::now(), ca::CA_LIFETIME).unwrap();
     let mut keys = Vec::new();
-    for name in ["pp-update-server-cert", "pp-update-client-cert"] {
+    for name in [
+        "pp-update-server-cert",
+        "pp-update-client-cert",
+        "pp-update-metrics-exporter-cert",
+    ] {
         let c = certificates.get(name).await.unwrap();
         keys.push(issue(&env, &issuer, &c).await);
     }
@@ -428,7 +402,7 @@ async fn a_missing_issuer_is_a_false_condition_naming_it() {
     })
     .await;
     // the CRDs, but no Issuer: the condition names it
-    cert_manager_crds(&env);
+    cert_manager::install_crds(&env.server);
     wait_until("Ready False: Issuer not found", || async {
         let (status, reason, message) = ready_message(&env).await;
         status == "False" && reason == "IssuerNotFound" && message.contains("Issuer \"pgpool-ca\"")
@@ -439,7 +413,7 @@ async fn a_missing_issuer_is_a_false_condition_naming_it() {
     let certificates: Api<DynamicObject> = Api::namespaced_with(
         env.client.clone(),
         NS,
-        &cm_api("Certificate", "certificates"),
+        &cert_manager::api_resource("Certificate"),
     );
     wait_until("Certificates after the Issuer appeared", || async {
         certificates
@@ -462,6 +436,7 @@ async fn a_restarted_provisioner_keeps_the_certificates_and_writes_nothing() {
         "pp-update-ca",
         "pp-update-server-cert",
         "pp-update-client-cert",
+        "pp-update-metrics-exporter-cert",
     ];
     let mut before = Vec::new();
     for name in names {
@@ -485,7 +460,7 @@ async fn a_restarted_provisioner_keeps_the_certificates_and_writes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_exporter_talks_tls_with_the_client_certificate() {
+async fn the_exporter_talks_tls_with_its_own_certificate() {
     log_buffer();
     let env = Env::start().await;
     let mut p = tls_pgpool(json!({}), "require");
@@ -534,6 +509,6 @@ async fn the_exporter_talks_tls_with_the_client_certificate() {
         .expect("client certificate volume");
     assert_eq!(
         client_volume.secret.unwrap().secret_name.as_deref(),
-        Some("pp-update-client-cert")
+        Some("pp-update-metrics-exporter-cert")
     );
 }

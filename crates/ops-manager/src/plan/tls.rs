@@ -7,7 +7,7 @@
 //! `Certificate` again, so one action serves both sources.
 
 use pgpool_api::ops_tls::ReconfigureTlsSpec;
-use pgpool_api::pgpool::{ALIAS_CLIENT, ALIAS_SERVER, ClientAuthMode, SslMode, TlsConfig};
+use pgpool_api::pgpool::{CERT_ALIASES, ClientAuthMode, SslMode, TlsConfig};
 use pgpool_api::{Pgpool, PgpoolOpsRequest};
 use serde_json::{Value, json};
 
@@ -33,16 +33,12 @@ pub enum TlsCheck {
     Fail(&'static str, String),
 }
 
-/// The certificate Secrets (server and client, not the CA) of `pp`'s TLS settings `tls`.
+/// The certificate Secrets (server, client and metrics exporter, not the CA) of `pp`'s TLS
+/// settings `tls`.
 pub fn cert_secrets(pp_name: &str, tls: &TlsConfig) -> Vec<String> {
-    [ALIAS_SERVER, ALIAS_CLIENT]
+    CERT_ALIASES
         .iter()
-        .map(|alias| {
-            tls.certificate(alias)
-                .and_then(|c| c.secret_name.clone())
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| format!("{pp_name}-{alias}-cert"))
-        })
+        .map(|alias| tls.secret_name(pp_name, alias))
         .collect()
 }
 

@@ -46,13 +46,21 @@ fn add_rotate_change_and_remove_make_the_right_patches() {
     assert_eq!(add.undo["spec"]["tls"], Value::Null);
     assert!(add.rotate_secrets.is_empty());
 
-    // rotate: same spec, the server and client certificate Secrets go (not the CA)
+    // rotate: same spec, the server, client and metrics exporter certificate Secrets go (not
+    // the CA)
     let rot = go(plan_tls(
         &tls_request(json!({"rotateCertificates": true})),
         &secure,
     ));
     assert_eq!(rot.patch, rot.undo);
-    assert_eq!(rot.rotate_secrets, vec!["pp-server-cert", "pp-client-cert"]);
+    assert_eq!(
+        rot.rotate_secrets,
+        vec![
+            "pp-server-cert",
+            "pp-client-cert",
+            "pp-metrics-exporter-cert"
+        ]
+    );
 
     // change the issuer: new certificates from it, the old ones go
     let issuer =
@@ -60,7 +68,7 @@ fn add_rotate_change_and_remove_make_the_right_patches() {
     let change = go(plan_tls(&tls_request(issuer.clone()), &secure));
     assert_eq!(change.patch["spec"]["tls"]["issuerRef"]["name"], "ca");
     assert_eq!(change.undo["spec"]["tls"]["issuerRef"], Value::Null);
-    assert_eq!(change.rotate_secrets.len(), 2);
+    assert_eq!(change.rotate_secrets.len(), 3);
 
     // remove: tls and sslMode go, the undo puts them back
     let rm = go(plan_tls(&tls_request(json!({"remove": true})), &secure));

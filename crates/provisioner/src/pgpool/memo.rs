@@ -48,7 +48,7 @@ pub enum MemoOutcome {
     /// Children in place; remarks for the status.
     Running {
         /// `ProvisioningStarted` remarks.
-        notes: Vec<String>,
+        notes: Vec<crate::pgpool::validate::Note>,
     },
     /// A problem the user has to fix.
     Problem(Problem),

@@ -26,6 +26,8 @@ mod reload;
 mod rotate_pcp;
 mod servers;
 mod tls;
+mod tls_exporter;
+mod tls_issuer_ca;
 mod tls_rotation;
 
 use std::collections::BTreeMap;

@@ -51,7 +51,7 @@ pub(crate) struct Certs {
     /// A server certificate of another CA (the rotation check).
     other_ca: CertPair,
     /// The CA of PostgreSQL's certificate (the AppBinding's `caBundle`).
-    backend_ca: CertPair,
+    pub(crate) backend_ca: CertPair,
     other_server: CertPair,
 }
 

@@ -1,8 +1,12 @@
 //! TLS children and pod pieces: the built-in CA's Secrets (`<name>-ca`,
-//! `<name>-server-cert`, `<name>-client-cert`, type `kubernetes.io/tls`), cert-manager
-//! `Certificate`s, the TLS volumes and the init container's copy step.
+//! `<name>-server-cert`, `<name>-client-cert`, `<name>-metrics-exporter-cert`, type
+//! `kubernetes.io/tls`), cert-manager `Certificate`s, the TLS volumes and the init
+//! container's copy step.
 
-use k8s_openapi::api::core::v1::{KeyToPath, Secret, SecretVolumeSource, Volume};
+use k8s_openapi::api::core::v1::{
+    KeyToPath, ProjectedVolumeSource, Secret, SecretProjection, SecretVolumeSource, Volume,
+    VolumeProjection,
+};
 use kube::api::DynamicObject;
 use serde_json::json;
 
@@ -16,9 +20,9 @@ use pgpool_config as config;
 pub const VOLUME_TLS: &str = "pgpool-tls";
 /// Where the init container reads the server certificate Secret.
 pub const TLS_SOURCE_DIR: &str = "/etc/pgpool-tls";
-/// Volume with the client certificate Secret, mounted into the exporter.
+/// Volume with the metrics exporter's certificate Secret, mounted into the exporter.
 pub const VOLUME_TLS_CLIENT: &str = "pgpool-tls-client";
-/// Where the exporter finds the client certificate.
+/// Where the exporter finds its certificate.
 pub const TLS_CLIENT_DIR: &str = "/etc/pgpool-tls-client";
 /// Pod template annotation with the hash of the certificates the pod loads: a change restarts
 /// the pods (see `tls::rollout`).
@@ -127,29 +131,44 @@ fn items(keys: &[&str]) -> Option<Vec<KeyToPath>> {
     )
 }
 
-/// The TLS volumes: the server certificate for the init container; the client certificate
-/// for the exporter (mode 0640: owner root, group the pod's fsGroup, as libpq accepts).
+fn secret_projection(secret: &str, keys: &[&str], optional: bool) -> VolumeProjection {
+    VolumeProjection {
+        secret: Some(SecretProjection {
+            name: secret.to_string(),
+            items: items(keys),
+            optional: optional.then_some(true),
+        }),
+        ..VolumeProjection::default()
+    }
+}
+
+/// The TLS volumes: the server certificate for the init container (a projected volume:
+/// `tls.crt` and `tls.key` required, so the pod waits for the Secret; `ca.crt` optional,
+/// since not every issuer writes it); the metrics exporter's certificate for the exporter
+/// (mode 0640: owner root, group the pod's fsGroup, as libpq accepts).
 pub fn tls_volumes(plan: &Plan) -> Vec<Volume> {
     let Some(tls) = serving(plan) else {
         return Vec::new();
     };
     let mut out = vec![Volume {
         name: VOLUME_TLS.into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(tls.server_secret.clone()),
+        projected: Some(ProjectedVolumeSource {
             default_mode: Some(0o440),
-            items: items(&[KEY_TLS_CRT, KEY_TLS_KEY, KEY_CA_CRT]),
-            ..SecretVolumeSource::default()
+            sources: Some(vec![
+                secret_projection(&tls.server_secret, &[KEY_TLS_CRT, KEY_TLS_KEY], false),
+                secret_projection(&tls.server_secret, &[KEY_CA_CRT], true),
+            ]),
         }),
         ..Volume::default()
     }];
     if plan.exporter_image.is_some() {
+        // libpq with sslmode=require needs no CA file
         out.push(Volume {
             name: VOLUME_TLS_CLIENT.into(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(tls.client_secret.clone()),
+                secret_name: Some(tls.exporter_secret.clone()),
                 default_mode: Some(0o440),
-                items: items(&[KEY_TLS_CRT, KEY_TLS_KEY, KEY_CA_CRT]),
+                items: items(&[KEY_TLS_CRT, KEY_TLS_KEY]),
                 ..SecretVolumeSource::default()
             }),
             ..Volume::default()
@@ -160,7 +179,9 @@ pub fn tls_volumes(plan: &Plan) -> Vec<Volume> {
 
 /// The init container's shell step that puts the TLS files where `pgpool.conf` says
 /// (`config::TlsFiles::default()`): certificate and key copied with mode 0600, the CA file
-/// the Pgpool's CA followed by the backend's CA when the config Secret has one.
+/// built from the files that exist: the Pgpool's CA (`ca.crt`, when the issuer writes one)
+/// followed by the backend's CA (when the config Secret has one). `pgpool.conf` names the
+/// CA file only when one of them exists (see `tls::plan`).
 pub fn init_tls_step(plan: &Plan) -> Option<String> {
     serving(plan)?;
     let files = config::TlsFiles::default();
@@ -168,8 +189,8 @@ pub fn init_tls_step(plan: &Plan) -> Option<String> {
     let backend_ca = format!("{}/{KEY_BACKEND_CA}", config::CONFIG_DIR);
     Some(format!(
         "cp {src}/{KEY_TLS_CRT} {cert} && cp {src}/{KEY_TLS_KEY} {key} && chmod 0600 {cert} {key} \
-         && cat {src}/{KEY_CA_CRT} > {ca} && {{ [ ! -f {backend_ca} ] || cat {backend_ca} >> {ca}; }} \
-         && chmod 0600 {ca}",
+         && {{ [ ! -f {src}/{KEY_CA_CRT} ] || cat {src}/{KEY_CA_CRT}; }} > {ca} \
+         && {{ [ ! -f {backend_ca} ] || cat {backend_ca} >> {ca}; }} && chmod 0600 {ca}",
         src = TLS_SOURCE_DIR,
         cert = files.cert.display(),
         key = files.key.display(),

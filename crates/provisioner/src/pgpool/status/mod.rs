@@ -6,8 +6,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use pgpool_api::conditions::{self, FALSE, NewCondition, TRUE, UNKNOWN, pgpool as types};
 use pgpool_api::{PgpoolPhase, PgpoolStatus};
 
-use super::validate::Problem;
+use super::validate::{Note, Problem};
 
+pub mod notes;
 pub mod observe;
 pub mod write;
 
@@ -103,7 +104,7 @@ pub enum Outcome<'a> {
         /// Pods.
         health: Health,
         /// Remarks for the `ProvisioningStarted` message.
-        notes: &'a [String],
+        notes: &'a [Note],
         /// The pods' revisions against the PetSet's, once the PetSet reports them.
         revisions: Option<&'a PodRevisions>,
     },
@@ -365,18 +366,13 @@ pub fn next_status(
             notes,
             revisions,
         } => {
-            let mut message = "the children are applied".to_string();
-            for note in notes.iter() {
-                message.push_str("; ");
-                message.push_str(note);
-            }
             conditions::set(
                 cs,
                 cond(
                     types::PROVISIONING_STARTED,
                     true,
-                    "ProvisioningStarted",
-                    message,
+                    notes::started_reason(notes),
+                    notes::started_message(notes),
                     generation,
                 ),
                 now,
@@ -420,17 +416,9 @@ pub fn next_status(
             });
         }
     }
-    if let Outcome::Running { notes, .. } = outcome
-        && !notes.is_empty()
-    {
-        let new_started = conditions::get(&status.conditions, types::PROVISIONING_STARTED);
-        if old_started.as_ref().map(|c| &c.message) != new_started.map(|c| &c.message) {
-            events.push(EventNote {
-                warning: true,
-                reason: "MonitoringIncomplete".into(),
-                message: notes.join("; "),
-            });
-        }
+    if let Outcome::Running { notes, .. } = outcome {
+        let old_message = old_started.as_ref().map(|c| c.message.as_str());
+        events.extend(notes::note_events(notes, old_message));
     }
     // outdated pods: a Warning when they appear, a Normal event when they are gone
     if let Some(new) = conditions::get(&status.conditions, types::PODS_UP_TO_DATE) {

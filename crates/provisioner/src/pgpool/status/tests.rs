@@ -141,7 +141,7 @@ fn revisions(update: &str, pods: &[(&str, &str)]) -> PodRevisions {
     }
 }
 
-fn running<'a>(notes: &'a [String], r: &'a PodRevisions) -> Outcome<'a> {
+fn running<'a>(notes: &'a [crate::pgpool::validate::Note], r: &'a PodRevisions) -> Outcome<'a> {
     Outcome::Running {
         health: h(2, 2),
         notes,

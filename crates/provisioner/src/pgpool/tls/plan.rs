@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use pgpool_api::pgpool::{
-    ALIAS_CLIENT, ALIAS_SERVER, CertificateSpec, SslMode, TypedLocalObjectReference,
+    ALIAS_CLIENT, ALIAS_METRICS_EXPORTER, ALIAS_SERVER, CertificateSpec, SslMode,
+    TypedLocalObjectReference,
 };
 use pgpool_api::{AppBinding, Pgpool, duration, names};
 use pgpool_config::{ClientTls, TlsFiles, TlsInput};
@@ -56,6 +57,8 @@ pub mod tls_reason {
     pub const INVALID_TLS: &str = "InvalidTLS";
     /// The AppBinding's TLS settings cannot be used.
     pub const APPBINDING_INVALID: &str = "AppBindingInvalid";
+    /// The issuer writes no `ca.crt`, which `clientAuthMode: cert` needs.
+    pub const CA_CERTIFICATE_MISSING: &str = "CACertificateMissing";
 }
 
 /// A Secret the built-in CA writes. `Debug` shows no data.
@@ -117,12 +120,15 @@ pub struct TlsPlan {
     pub pending: Vec<String>,
     /// When the next certificate is due for renewal (built-in CA).
     pub renew_at: Option<DateTime<Utc>>,
-    /// SHA-256 over the certificates the pod uses: a change rolls the pods.
+    /// SHA-256 over the certificates the pod mounts (server, exporter, CA; not the client's):
+    /// a change rolls the pods.
     pub content_hash: String,
     /// PEM of the backend's CA (AppBinding `caBundle`), added to the pod's CA file.
     pub backend_ca: Option<String>,
     /// What `pgpool.conf` and `pool_hba.conf` get.
     pub render: TlsInput,
+    /// Secret with the metrics exporter's certificate (alias `metrics-exporter`).
+    pub exporter_secret: String,
 }
 
 /// The AppBinding's `sslmode` (URL query or Service query); `None` when it names none.
@@ -356,18 +362,13 @@ pub fn plan(
                 backend: true,
                 ..TlsInput::default()
             },
+            exporter_secret: String::new(),
         }));
     };
     let name = pgpool.name_any();
     let ns = pgpool.namespace().unwrap_or_default();
     for c in &tls.certificates {
-        if ![
-            ALIAS_SERVER,
-            ALIAS_CLIENT,
-            pgpool_api::pgpool::ALIAS_METRICS_EXPORTER,
-        ]
-        .contains(&c.alias.as_str())
-        {
+        if !pgpool_api::pgpool::CERT_ALIASES.contains(&c.alias.as_str()) {
             return Err(Problem::new(
                 tls_reason::INVALID_TLS,
                 format!(
@@ -402,6 +403,18 @@ pub fn plan(
         usage: Usage::Client,
         lifetime: lifetime(client_spec, ALIAS_CLIENT)?.unwrap_or(ca::LEAF_LIFETIME),
     };
+    // the exporter logs in as the same user as the client certificate names
+    let exporter_spec = tls.certificate(ALIAS_METRICS_EXPORTER);
+    let exporter_secret = cert_secret_name(&name, tls, ALIAS_METRICS_EXPORTER);
+    let exporter_request = LeafRequest {
+        organizations: organizations(exporter_spec),
+        dns_names: exporter_spec
+            .map(|s| s.dns_names.clone())
+            .unwrap_or_default(),
+        ip_addresses: ip_addresses(exporter_spec, false)?,
+        lifetime: lifetime(exporter_spec, ALIAS_METRICS_EXPORTER)?.unwrap_or(ca::LEAF_LIFETIME),
+        ..client_request.clone()
+    };
 
     let mut out = TlsPlan {
         source: Source::BuiltIn,
@@ -419,6 +432,7 @@ pub fn plan(
             files: Some(TlsFiles::default()),
             backend,
         },
+        exporter_secret: exporter_secret.clone(),
     };
 
     match &tls.issuer_ref {
@@ -454,37 +468,46 @@ pub fn plan(
                 .iter()
                 .map(|i| i.to_string())
                 .collect();
-            let mut client = client_spec.cloned().unwrap_or_default();
-            client.alias = ALIAS_CLIENT.into();
-            client.secret_name = Some(client_secret.clone());
-            out.certificates = vec![
-                CertificateRequest {
-                    name: server_secret.clone(),
-                    spec: server,
-                    common_name: server_request.common_name.clone(),
-                    usage: Usage::Server,
-                },
-                CertificateRequest {
-                    name: client_secret.clone(),
-                    spec: client,
+            out.certificates = vec![CertificateRequest {
+                name: server_secret.clone(),
+                spec: server,
+                common_name: server_request.common_name.clone(),
+                usage: Usage::Server,
+            }];
+            for (alias, spec, secret) in [
+                (ALIAS_CLIENT, client_spec, &client_secret),
+                (ALIAS_METRICS_EXPORTER, exporter_spec, &exporter_secret),
+            ] {
+                let mut c = spec.cloned().unwrap_or_default();
+                c.alias = alias.into();
+                c.secret_name = Some(secret.clone());
+                out.certificates.push(CertificateRequest {
+                    name: secret.clone(),
+                    spec: c,
                     common_name: client_request.common_name.clone(),
                     usage: Usage::Client,
-                },
-            ];
+                });
+            }
             let mut hash = Sha256::new();
-            for secret_name in [&server_secret, &client_secret] {
+            for secret_name in [&server_secret, &client_secret, &exporter_secret] {
                 let secret = observed.secrets.get(secret_name.as_str());
-                let complete = [KEY_TLS_CRT, KEY_TLS_KEY, KEY_CA_CRT]
+                // `ca.crt` is optional: not every issuer writes it (see `issuer_ca`)
+                if [KEY_TLS_CRT, KEY_TLS_KEY]
                     .iter()
-                    .all(|k| text(secret, k).is_some());
-                if !complete {
+                    .any(|k| text(secret, k).is_none())
+                {
                     out.pending.push(secret_name.clone());
+                }
+                // the pods mount the server's and the exporter's certificates, not the client's
+                if *secret_name == client_secret {
+                    continue;
                 }
                 for k in [KEY_TLS_CRT, KEY_CA_CRT] {
                     hash.update(text(secret, k).unwrap_or_default().as_bytes());
                 }
             }
             out.content_hash = hex::encode(hash.finalize());
+            issuer_ca::decide(&mut out, pgpool, observed, issuer)?;
         }
         None => {
             let ca_name = ca_secret_name(&name);
@@ -503,49 +526,48 @@ pub fn plan(
             if new_ca && observed.secrets.contains_key(&ca_name) {
                 out.renewed.push(format!("CA Secret {ca_name}"));
             }
-            let (server, server_due, server_renewed) = leaf(
-                observed.secrets.get(&server_secret),
-                &ca_pair,
-                &server_request,
-                renew_before(server_spec, ALIAS_SERVER)?,
-                now,
-            )?;
-            let (client, client_due, client_renewed) = leaf(
-                observed.secrets.get(&client_secret),
-                &ca_pair,
-                &client_request,
-                renew_before(client_spec, ALIAS_CLIENT)?,
-                now,
-            )?;
-            if server_renewed {
-                out.renewed
-                    .push(format!("server certificate Secret {server_secret}"));
-            }
-            if client_renewed {
-                out.renewed
-                    .push(format!("client certificate Secret {client_secret}"));
-            }
             let ca_info = ca::inspect(&ca_pair.cert_pem).map_err(generate_problem)?;
-            let ca_due = ca::renew_at(ca_info.not_before, ca_info.not_after, None);
-            out.renew_at = [server_due, client_due, ca_due].into_iter().min();
+            out.renew_at = Some(ca::renew_at(ca_info.not_before, ca_info.not_after, None));
+            out.secrets = vec![IssuedSecret {
+                name: ca_name,
+                data: [
+                    (KEY_TLS_CRT.to_string(), ca_pair.cert_pem.clone()),
+                    (KEY_TLS_KEY.to_string(), ca_pair.key_pem.0.clone()),
+                ]
+                .into_iter()
+                .collect(),
+            }];
             let mut hash = Sha256::new();
-            for pem in [&server.cert_pem, &client.cert_pem, &ca_pair.cert_pem] {
-                hash.update(pem.as_bytes());
+            for (alias, spec, secret, request) in [
+                (ALIAS_SERVER, server_spec, &server_secret, &server_request),
+                (ALIAS_CLIENT, client_spec, &client_secret, &client_request),
+                (
+                    ALIAS_METRICS_EXPORTER,
+                    exporter_spec,
+                    &exporter_secret,
+                    &exporter_request,
+                ),
+            ] {
+                let (pair, due, renewed) = leaf(
+                    observed.secrets.get(secret.as_str()),
+                    &ca_pair,
+                    request,
+                    renew_before(spec, alias)?,
+                    now,
+                )?;
+                if renewed {
+                    out.renewed
+                        .push(format!("{alias} certificate Secret {secret}"));
+                }
+                out.renew_at = out.renew_at.min(Some(due));
+                // the pods mount the server's and the exporter's certificates, not the client's
+                if alias != ALIAS_CLIENT {
+                    hash.update(pair.cert_pem.as_bytes());
+                }
+                out.secrets.push(issued(secret, &pair, &ca_pair.cert_pem));
             }
+            hash.update(ca_pair.cert_pem.as_bytes());
             out.content_hash = hex::encode(hash.finalize());
-            out.secrets = vec![
-                IssuedSecret {
-                    name: ca_name,
-                    data: [
-                        (KEY_TLS_CRT.to_string(), ca_pair.cert_pem.clone()),
-                        (KEY_TLS_KEY.to_string(), ca_pair.key_pem.0.clone()),
-                    ]
-                    .into_iter()
-                    .collect(),
-                },
-                issued(&server_secret, &server, &ca_pair.cert_pem),
-                issued(&client_secret, &client, &ca_pair.cert_pem),
-            ];
         }
     }
     if let Some(ca) = &out.backend_ca {
@@ -557,6 +579,13 @@ pub fn plan(
     Ok(Some(out))
 }
 
+#[path = "plan_issuer_ca.rs"]
+mod issuer_ca;
+
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "plan_extras_tests.rs"]
+mod extras_tests;

@@ -85,7 +85,15 @@ fn built_in_ca_issues_server_and_client_certificates_for_the_services() {
     .unwrap()
     .unwrap();
     let names: Vec<&str> = plan.secrets.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["pp-ca", "pp-server-cert", "pp-client-cert"]);
+    assert_eq!(
+        names,
+        [
+            "pp-ca",
+            "pp-server-cert",
+            "pp-client-cert",
+            "pp-metrics-exporter-cert"
+        ]
+    );
     let server = &plan.secrets[1];
     let info = ca::inspect(&server.data[KEY_TLS_CRT]).unwrap();
     for name in ["pp", "pp.demo.svc", "*.pp-pods.demo.svc", "localhost"] {
@@ -98,6 +106,22 @@ fn built_in_ca_issues_server_and_client_certificates_for_the_services() {
     assert_eq!(server.data[KEY_CA_CRT], plan.secrets[0].data[KEY_TLS_CRT]);
     let client = ca::inspect(&plan.secrets[2].data[KEY_TLS_CRT]).unwrap();
     assert!(client.subject.contains("CN=postgres"), "{}", client.subject);
+    // the exporter's own certificate: CN the user it logs in as, signed by the same CA
+    let exporter = ca::inspect(&plan.secrets[3].data[KEY_TLS_CRT]).unwrap();
+    assert!(
+        exporter.subject.contains("CN=postgres"),
+        "{}",
+        exporter.subject
+    );
+    assert_ne!(
+        plan.secrets[3].data[KEY_TLS_CRT],
+        plan.secrets[2].data[KEY_TLS_CRT]
+    );
+    assert_eq!(
+        plan.secrets[3].data[KEY_CA_CRT],
+        plan.secrets[0].data[KEY_TLS_CRT]
+    );
+    assert_eq!(plan.exporter_secret, "pp-metrics-exporter-cert");
     assert_eq!(plan.render.clients, ClientTls::Required);
     assert!(plan.renewed.is_empty());
     // renewal a third of the lifetime (90 days) ahead
@@ -144,7 +168,40 @@ fn stored_certificates_are_kept_until_due_then_renewed() {
         "the server certificate is renewed"
     );
     assert_ne!(later.content_hash, first.content_hash);
-    assert_eq!(later.renewed.len(), 2, "{:?}", later.renewed);
+    assert_eq!(later.renewed.len(), 3, "{:?}", later.renewed);
+}
+
+#[test]
+fn a_new_client_certificate_restarts_no_pod() {
+    let p = pgpool(Some(TlsConfig::default()), None);
+    let ab = appbinding(None);
+    let first = plan(&p, &ab, &TlsObserved::default(), "postgres", now())
+        .unwrap()
+        .unwrap();
+    let mut observed = observed_from(&first);
+    // the client certificate is issued again (removed), nothing else changes
+    observed.secrets.remove(&first.client_secret);
+    let again = plan(&p, &ab, &observed, "postgres", now())
+        .unwrap()
+        .unwrap();
+    let client = |pl: &TlsPlan| {
+        pl.secrets
+            .iter()
+            .find(|s| s.name == pl.client_secret)
+            .cloned()
+    };
+    assert_ne!(client(&again), client(&first), "a new client certificate");
+    assert_eq!(
+        again.content_hash, first.content_hash,
+        "the pods' hash stays"
+    );
+    // the server's does move it
+    let mut observed = observed_from(&first);
+    observed.secrets.remove(&first.server_secret);
+    let again = plan(&p, &ab, &observed, "postgres", now())
+        .unwrap()
+        .unwrap();
+    assert_ne!(again.content_hash, first.content_hash);
 }
 
 #[test]
@@ -201,8 +258,15 @@ fn issuer_problems_name_the_issuer() {
         ..TlsObserved::default()
     };
     let ok = plan(&p, &ab, &found, "postgres", now()).unwrap().unwrap();
-    assert_eq!(ok.certificates.len(), 2);
-    assert_eq!(ok.pending, ["pp-server-cert", "pp-client-cert"]);
+    assert_eq!(ok.certificates.len(), 3);
+    assert_eq!(
+        ok.pending,
+        [
+            "pp-server-cert",
+            "pp-client-cert",
+            "pp-metrics-exporter-cert"
+        ]
+    );
     assert!(ok.secrets.is_empty(), "cert-manager writes the Secrets");
 }
 

@@ -7,6 +7,7 @@
 mod auth;
 mod backends;
 mod checks;
+mod note;
 mod plan;
 
 use kube::{Resource, ResourceExt};
@@ -24,6 +25,7 @@ use backends::backends;
 use checks::{check_children_ownership, user_overrides};
 
 pub use auth::{is_ours, string_data};
+pub use note::{Note, note_reason};
 pub use plan::{AuthPlan, Generator, Plan, Problem, RandomGenerator, reason};
 
 /// Checks everything and collects the [`Plan`]; `generator` is asked for a password only when
@@ -189,19 +191,19 @@ pub fn validate(
     let mut notes = Vec::new();
     if let Some(t) = tls.as_ref()
         && t.render.backend
-        && t.render.files.is_some()
+        && t.render.files.as_ref().is_some_and(|f| f.ca.is_some())
         && t.backend_ca.is_none()
     {
         // pgpool checks the backend's certificate against ssl_ca_cert (the Pgpool's CA)
-        notes.push(format!(
+        notes.push(Note::monitoring(format!(
             "AppBinding {ab_name} asks for TLS but has no clientConfig.caBundle: pgpool accepts only a backend certificate of the Pgpool's own CA"
-        ));
+        )));
     }
     if let Some(t) = tls.as_ref().filter(|t| !t.pending.is_empty()) {
-        notes.push(format!(
+        notes.push(Note::waiting_for_certificates(format!(
             "waiting for cert-manager to issue the Secret(s) {}",
             t.pending.join(", ")
-        ));
+        )));
     }
     let wants_sm = spec
         .monitor
@@ -209,14 +211,14 @@ pub fn validate(
         .is_some_and(|m| m.wants_service_monitor());
     let service_monitor = if wants_sm {
         if observed.service_monitor_forbidden {
-            notes.push(
-                "no ServiceMonitor: the provisioner may not read servicemonitors (enable rbac.serviceMonitors in its chart)".to_string(),
-            );
+            notes.push(Note::monitoring(
+                "no ServiceMonitor: the provisioner may not read servicemonitors (enable rbac.serviceMonitors in its chart)",
+            ));
             None
         } else if observed.service_monitor_api.is_none() {
-            notes.push(
-                "no ServiceMonitor: the monitoring.coreos.com/v1 ServiceMonitor CRD is not installed (install the Prometheus operator or use agent prometheus.io/builtin)".to_string(),
-            );
+            notes.push(Note::monitoring(
+                "no ServiceMonitor: the monitoring.coreos.com/v1 ServiceMonitor CRD is not installed (install the Prometheus operator or use agent prometheus.io/builtin)",
+            ));
             None
         } else {
             observed.service_monitor_api.clone()

@@ -139,7 +139,7 @@ pub struct Plan {
     /// The ServiceMonitor resource, when one is wanted and its CRD exists.
     pub service_monitor: Option<ApiResource>,
     /// Remarks for the status (for example a ServiceMonitor that could not be made).
-    pub notes: Vec<String>,
+    pub notes: Vec<super::note::Note>,
     /// cert-manager's Certificate API, when installed and an issuer is used.
     pub certificate_api: Option<ApiResource>,
     /// TLS to clients and backends, when any.
