@@ -8,6 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use pgpool_api::conditions::{self, pgpool as types};
 use pgpool_api::{PetSet, names};
 
+use super::pods::pod_ready;
+
 /// Annotation of the PetSet's pod template with the hash of the certificates the pods use
 /// (written by the provisioner).
 pub const ANNOTATION_TLS_HASH: &str = "pgpool.kubedb.com/tls-hash";
@@ -86,7 +88,7 @@ pub fn next_to_move<'a>(pods: &[&'a Pod], ps: &PetSet) -> Option<&'a Pod> {
         .collect();
     stale
         .iter()
-        .find(|p| !super::pod_ready(p))
+        .find(|p| !pod_ready(p))
         .or(stale.first())
         .copied()
 }
