@@ -41,17 +41,7 @@ impl Run<'_> {
         };
         let generation = pp.metadata.generation.unwrap_or_default();
         // the certificates of the previous settings, issued while paused
-        let rendered = self
-            .config_secret()
-            .await?
-            .is_some_and(|s| plan::rendered_since(&s, generation));
-        let mut issued = true;
-        if let Some(tls) = &pp.spec.tls {
-            for name in plan::cert_secrets(&self.pgpool, tls) {
-                issued &= self.fetch_secret(&name).await?.is_some();
-            }
-        }
-        if !rendered || !issued {
+        if self.certificates_pending(&pp).await?.is_some() {
             return Ok(RollbackState::Wait(left.min(RENDER_POLL)));
         }
         let conds = pp.status.as_ref().map(|s| s.conditions.as_slice());

@@ -4,6 +4,7 @@
 //! `Certificate`s) and then stamps the config Secret with the generation it rendered; every
 //! certificate Secret must exist (cert-manager issues them in its own time).
 
+use pgpool_api::Pgpool;
 use pgpool_api::conditions::{self, ops};
 
 use super::config_objects::RENDER_POLL;
@@ -32,6 +33,32 @@ impl Run<'_> {
         let Some(pp) = self.fetch_pgpool().await? else {
             return self.fail_pgpool_gone().await;
         };
+        let Some(why) = self.certificates_pending(&pp).await? else {
+            let msg = match pp.spec.tls {
+                Some(_) => format!("the certificates of Pgpool {} are issued", self.pgpool),
+                None => format!("Pgpool {} needs no certificates", self.pgpool),
+            };
+            self.complete_named(step, &msg);
+            return Ok(Flow::Next);
+        };
+        let msg = format!(
+            "Pgpool {}: {why} within {}: check the Pgpool's status (TLS problems, for example \
+             a missing issuer) and that pgpool-provisioner and cert-manager run",
+            self.pgpool,
+            self.timeout_text()
+        );
+        match self.time_left(step) {
+            Some(left) => Ok(self.wait(left.min(RENDER_POLL))),
+            None => self.fail_step("CertificatesNotIssued", msg).await,
+        }
+    }
+}
+
+impl Run<'_> {
+    /// What the certificates of `pp`'s TLS settings still wait for, in words; `None` once the
+    /// provisioner rendered the Pgpool's generation (it issues the certificates first) and
+    /// every certificate Secret exists.
+    pub(super) async fn certificates_pending(&self, pp: &Pgpool) -> Result<Option<String>> {
         let generation = pp.metadata.generation.unwrap_or_default();
         let rendered = self
             .config_secret()
@@ -45,28 +72,17 @@ impl Run<'_> {
                 }
             }
         }
-        if rendered && missing.is_empty() {
-            let msg = match pp.spec.tls {
-                Some(_) => format!("the certificates of Pgpool {} are issued", self.pgpool),
-                None => format!("Pgpool {} needs no certificates", self.pgpool),
-            };
-            self.complete_named(step, &msg);
-            return Ok(Flow::Next);
-        }
-        let why = if missing.is_empty() {
-            format!("the provisioner did not render generation {generation} of the Pgpool")
+        Ok(if !missing.is_empty() {
+            Some(format!(
+                "certificate Secrets {} were not issued",
+                missing.join(", ")
+            ))
+        } else if !rendered {
+            Some(format!(
+                "the provisioner did not render generation {generation} of the Pgpool"
+            ))
         } else {
-            format!("certificate Secrets {} were not issued", missing.join(", "))
-        };
-        let msg = format!(
-            "Pgpool {}: {why} within {}: check the Pgpool's status (TLS problems, for example \
-             a missing issuer) and that pgpool-provisioner and cert-manager run",
-            self.pgpool,
-            self.timeout_text()
-        );
-        match self.time_left(step) {
-            Some(left) => Ok(self.wait(left.min(RENDER_POLL))),
-            None => self.fail_step("CertificatesNotIssued", msg).await,
-        }
+            None
+        })
     }
 }
